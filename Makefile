@@ -1,0 +1,32 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   lip-sync the bundled demo clip (through a real headless ComfyUI) -> output/
+#   make test   create .venv, install everything (ComfyUI 0.3.75 included), run the tests
+PY := .venv/bin/python
+SETUP_STAMP := .venv/.requirements.sha256
+
+.PHONY: setup test test-fast demo serve bench parity clean
+
+setup:
+	bash scripts/setup_env.sh
+
+test: setup
+	$(PY) -m pytest -c tests/pytest.ini
+
+test-fast: setup
+	$(PY) -m pytest -c tests/pytest.ini -m "not integration and not browser"
+
+demo: setup
+	bash scripts/demo.sh
+
+serve: setup
+	bash scripts/serve.sh
+
+bench: setup
+	$(PY) -m bench
+
+parity: setup
+	@for k in unet:golden_tiny scheduler:golden_scheduler loop:golden_loop whisper:golden_whisper audio:golden_audio affine:golden_affine; do \
+	  $(PY) -m latentsync.parity $${k%%:*} ../shared/golden/$${k##*:}.pt || exit 1; done
+
+clean:
+	rm -rf output test-artifacts .pytest_cache

@@ -1,0 +1,356 @@
+"""Locate every official LatentSync file in a models folder, or download it on request.
+
+Models root = a ComfyUI ``models/`` folder::
+
+    latentsync/v1.5/latentsync_unet.pt      ByteDance/LatentSync-1.5 : latentsync_unet.pt
+    latentsync/v1.6/latentsync_unet.pt      ByteDance/LatentSync-1.6 : latentsync_unet.pt
+    latentsync/v1.x/unet_config.yaml        optional, our own U-Net config beside the weights (tiny sets)
+    latentsync/whisper/tiny.pt              ByteDance/LatentSync-1.6 : whisper/tiny.pt
+    latentsync/mask.png                     github.com/bytedance/LatentSync latentsync/utils/mask.png (sha256 known)
+    vae/sd-vae-ft-mse/                      stabilityai/sd-vae-ft-mse : config.json + diffusion_pytorch_model.safetensors
+                                            (or a single file vae/vae-ft-mse-840000-ema-pruned.safetensors)
+    insightface/models/buffalo_l/           insightface model-zoo buffalo_l.zip (det_10g.onnx, 2d106det.onnx)
+    TINY_MODEL_SET.txt                      marker written by latentsync.tools.make_tiny (random weights)
+
+Only the mask has a published checksum; the other files have ``sha256=None`` (the official repos publish none).
+Nothing is fetched at import time; downloads happen only in the ``locate_*`` calls with ``download=True``, and never
+when ``HF_HUB_OFFLINE`` is set (read at call time).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+HF_URL = "https://huggingface.co/{repo}/resolve/main/{file}"
+MASK_URL = "https://raw.githubusercontent.com/bytedance/LatentSync/main/latentsync/utils/mask.png"
+MASK_SHA256 = "aa233251b9ff5691a1565a4108f0910ab1e5e7ad79a7bb2b741ab4d92c81053c"
+TINY_MARKER = "TINY_MODEL_SET.txt"
+UNET_CONFIG_NAME = "unet_config.yaml"
+INSIGHTFACE_PACK = "buffalo_l"
+INSIGHTFACE_FILES = ("det_10g.onnx", "2d106det.onnx")
+VAE_FOLDER = "vae/sd-vae-ft-mse"
+VAE_FOLDER_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
+# Single-file VAEs ComfyUI users usually already have (LDM format, same weights as sd-vae-ft-mse).
+VAE_SINGLE_FILES = (
+    "vae-ft-mse-840000-ema-pruned.safetensors",
+    "vae-ft-mse-840000-ema-pruned.ckpt",
+    "sd-vae-ft-mse.safetensors",
+)
+VERSIONS = ("1.5", "1.6")
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One file of the model set: where it lives under the models root and where it comes from."""
+
+    name: str
+    relpath: str
+    repo_id: str | None = None
+    repo_file: str | None = None
+    url: str | None = None
+    sha256: str | None = None  # None: no published checksum
+
+    @property
+    def source(self) -> str:
+        if self.repo_id is not None:
+            link = HF_URL.format(repo=self.repo_id, file=self.repo_file)
+            return f"Hugging Face repo {self.repo_id}, file {self.repo_file} ({link})"
+        return f"{self.url}"
+
+
+def unet_file(version: str) -> ModelFile:
+    _check_version(version)
+    return ModelFile(
+        name=f"LatentSync {version} U-Net",
+        relpath=f"latentsync/v{version}/latentsync_unet.pt",
+        repo_id=f"ByteDance/LatentSync-{version}",
+        repo_file="latentsync_unet.pt",
+    )
+
+
+WHISPER_FILE = ModelFile(
+    name="Whisper tiny encoder",
+    relpath="latentsync/whisper/tiny.pt",
+    repo_id="ByteDance/LatentSync-1.6",
+    repo_file="whisper/tiny.pt",
+)
+MASK_FILE = ModelFile(name="mouth mask", relpath="latentsync/mask.png", url=MASK_URL, sha256=MASK_SHA256)
+VAE_FILES = tuple(
+    ModelFile(name=f"SD VAE ({f})", relpath=f"{VAE_FOLDER}/{f}", repo_id="stabilityai/sd-vae-ft-mse", repo_file=f)
+    for f in VAE_FOLDER_FILES
+)
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model file is missing and could not (or may not) be downloaded. The message says what, from where, to where."""
+
+
+class CorruptDownloadError(ModelNotFoundError):
+    """A download finished but its checksum is wrong; the bad data was removed."""
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """Paths of everything inference needs. ``insightface_dir`` is None only when not requested or in a tiny set."""
+
+    version: str
+    unet: Path
+    unet_config: Path | None
+    whisper: Path
+    vae: Path
+    mask: Path
+    insightface_dir: Path | None
+    is_tiny: bool
+
+    def unet_config_dict(self) -> dict | None:
+        """The U-Net config from ``unet_config`` (flat, or nested under ``model:`` as in the official YAMLs), or
+        None when there is no config file (then the architecture is read from the checkpoint's shapes)."""
+        if self.unet_config is None:
+            return None
+        import yaml
+
+        with open(self.unet_config, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+        if isinstance(data, dict) and isinstance(data.get("model"), dict):
+            data = data["model"]
+        if not isinstance(data, dict):
+            raise ValueError(f"{self.unet_config} is not a mapping of U-Net settings")
+        return data
+
+
+def _check_version(version: str) -> None:
+    if version not in VERSIONS:
+        raise ValueError(f"unknown LatentSync version {version!r}; choose one of {', '.join(VERSIONS)}")
+
+
+def offline_reason() -> str | None:
+    """Why downloads are disabled right now (env read at call time), or None."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+            return f"downloads are disabled ({var} is set)"
+    return None
+
+
+def _not_found(file: ModelFile, root: Path, reason: str, cls: type[ModelNotFoundError] = ModelNotFoundError):
+    target = root / file.relpath
+    return cls(
+        f"{file.name} not found: {target}\n"
+        f"  source: {file.source}\n"
+        f"  put it in: {target.parent}{os.sep} (as {target.name})\n"
+        f"  reason: {reason}"
+    )
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _hf_download(file: ModelFile, root: Path, endpoint: str | None) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    target = root / file.relpath
+    # local_dir + repo path: "whisper/tiny.pt" lands in <local_dir>/whisper/tiny.pt.
+    depth = len(Path(file.repo_file).parts) - 1
+    local_dir = target.parents[depth]
+    local_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        got = Path(hf_hub_download(file.repo_id, file.repo_file, local_dir=str(local_dir), endpoint=endpoint))
+    except (OSError, ValueError) as exc:  # network, HTTP (HfHubHTTPError is an OSError), offline mode
+        raise _not_found(file, root, f"download failed: {type(exc).__name__}: {exc}") from exc
+    if got.resolve() != target.resolve() or not target.is_file():
+        raise _not_found(file, root, f"download landed at {got}, not at the expected place")
+    return target
+
+
+def _url_download(file: ModelFile, root: Path, url: str, timeout: float) -> Path:
+    """urllib download to ``<target>.part`` with HTTP Range resume, checksum, then rename into place."""
+    target = root / file.relpath
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            append = have > 0 and response.status == 206  # the server honoured the Range request
+            with open(part, "ab" if append else "wb") as out:
+                shutil.copyfileobj(response, out, 1 << 20)
+    except urllib.error.HTTPError as exc:
+        if not (exc.code == 416 and have > 0):  # 416: the .part is already complete
+            raise _not_found(file, root, f"download from {url} failed: HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise _not_found(file, root, f"download from {url} failed: {exc}") from exc
+    if file.sha256 is not None:
+        actual = sha256_of(part)
+        if actual != file.sha256:
+            part.unlink()
+            raise _not_found(
+                file,
+                root,
+                f"corrupt download from {url}: sha256 {actual} != expected {file.sha256}; the bad file was deleted, "
+                "try again or fetch it by hand",
+                CorruptDownloadError,
+            )
+    os.replace(part, target)
+    return target
+
+
+def locate_file(
+    models_root: str | Path,
+    file: ModelFile,
+    download: bool = True,
+    url: str | None = None,
+    endpoint: str | None = None,
+    timeout: float = 60.0,
+    no_download_reason: str = "automatic download is off",
+) -> Path:
+    """Path of ``file`` under ``models_root``; downloads it there when missing and allowed.
+
+    ``url`` overrides a URL source (tests, mirrors); ``endpoint`` overrides the Hugging Face endpoint.
+    """
+    root = Path(models_root).expanduser()
+    target = root / file.relpath
+    if target.is_file():
+        return target
+    if target.exists():
+        raise _not_found(file, root, f"{target} exists but is not a file")
+    if not download:
+        raise _not_found(file, root, no_download_reason)
+    if (reason := offline_reason()) is not None:
+        raise _not_found(file, root, reason)
+    if file.repo_id is not None:
+        return _hf_download(file, root, endpoint)
+    return _url_download(file, root, url or file.url, timeout)
+
+
+def locate_vae(
+    models_root: str | Path,
+    download: bool = True,
+    endpoint: str | None = None,
+    no_download_reason: str = "automatic download is off",
+) -> Path:
+    """The VAE: the diffusers folder ``vae/sd-vae-ft-mse/`` if complete, else a known single file in ``vae/``,
+    else the folder is downloaded from ``stabilityai/sd-vae-ft-mse``. Returns a folder or a file for `load_vae`."""
+    root = Path(models_root).expanduser()
+    folder = root / VAE_FOLDER
+    if all((folder / f).is_file() for f in VAE_FOLDER_FILES):
+        return folder
+    for name in VAE_SINGLE_FILES:
+        if (root / "vae" / name).is_file():
+            return root / "vae" / name
+    for file in VAE_FILES:
+        locate_file(root, file, download=download, endpoint=endpoint, no_download_reason=no_download_reason)
+    return folder
+
+
+def _insightface_error(root: Path, reason: str) -> ModelNotFoundError:
+    target = root / "insightface" / "models" / INSIGHTFACE_PACK
+    return ModelNotFoundError(
+        f"InsightFace {INSIGHTFACE_PACK} pack not found: {', '.join(INSIGHTFACE_FILES)} in {target}\n"
+        f"  source: insightface model zoo, {INSIGHTFACE_PACK}.zip "
+        "(https://github.com/deepinsight/insightface/releases, fetched by insightface itself)\n"
+        f"  put it in: {target}{os.sep} (unzip {INSIGHTFACE_PACK}.zip there)\n"
+        f"  reason: {reason}"
+    )
+
+
+def locate_insightface(models_root: str | Path, download: bool = True) -> Path:
+    """The ``insightface/models/buffalo_l`` folder with the detector and 106-landmark models.
+
+    Missing files are fetched with insightface's own model-zoo download into a private staging folder, then moved
+    in (files already present are kept as they are); the staging folder is removed afterwards.
+    """
+    root = Path(models_root).expanduser()
+    pack = root / "insightface" / "models" / INSIGHTFACE_PACK
+    missing = [f for f in INSIGHTFACE_FILES if not (pack / f).is_file()]
+    if not missing:
+        return pack
+    if not download:
+        raise _insightface_error(root, f"missing {', '.join(missing)}; automatic download is off")
+    if (reason := offline_reason()) is not None:
+        raise _insightface_error(root, f"missing {', '.join(missing)}; {reason}")
+    try:
+        from insightface.utils import storage
+    except ImportError as exc:
+        raise _insightface_error(root, f"the insightface package is not installed ({exc}); pip install insightface") from exc
+
+    (root / "insightface").mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{INSIGHTFACE_PACK}-download-", dir=root / "insightface"))
+    try:
+        try:
+            fetched = Path(storage.ensure_available("models", INSIGHTFACE_PACK, root=str(staging)))
+        except zipfile.BadZipFile as exc:
+            raise _insightface_error(root, f"corrupt download ({INSIGHTFACE_PACK}.zip is not a valid zip): {exc}") from exc
+        except (OSError, RuntimeError, ValueError) as exc:  # requests errors are OSErrors; insightface raises RuntimeError
+            raise _insightface_error(root, f"download failed: {type(exc).__name__}: {exc}") from exc
+        found = {p.name: p for p in fetched.rglob("*.onnx")}
+        absent = [f for f in INSIGHTFACE_FILES if f not in found]
+        if absent:
+            raise _insightface_error(root, f"the downloaded {INSIGHTFACE_PACK}.zip lacks {', '.join(absent)}")
+        pack.mkdir(parents=True, exist_ok=True)
+        for name, src in found.items():
+            if not (pack / name).exists():
+                shutil.move(str(src), str(pack / name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # our own staging folder only
+    return pack
+
+
+def is_tiny_set(models_root: str | Path) -> bool:
+    """True when ``models_root`` holds a random-weight set written by ``latentsync.tools.make_tiny``."""
+    return (Path(models_root).expanduser() / TINY_MARKER).is_file()
+
+
+def locate_model_set(
+    models_root: str | Path,
+    version: str = "1.5",
+    download: bool = True,
+    include_insightface: bool = True,
+    mask_url: str | None = None,
+    endpoint: str | None = None,
+) -> ModelSet:
+    """Find (or download) every file for LatentSync ``version`` under ``models_root``.
+
+    A tiny set (marker file present) is never completed with downloads: mixing random and real weights would be
+    silently wrong, so a missing file there is an error. Its InsightFace folder may be absent (None).
+    """
+    _check_version(version)
+    root = Path(models_root).expanduser()
+    if not root.is_dir():
+        raise ModelNotFoundError(f"models folder not found: {root} (expected a ComfyUI models/ folder)")
+    tiny = is_tiny_set(root)
+    allow = download and not tiny
+    if tiny:
+        why = f"this is a tiny random-weight set ({TINY_MARKER} present); it is never completed with downloads"
+    else:
+        why = "automatic download is off"
+    unet = locate_file(root, unet_file(version), download=allow, endpoint=endpoint, no_download_reason=why)
+    config = unet.parent / UNET_CONFIG_NAME
+    whisper = locate_file(root, WHISPER_FILE, download=allow, endpoint=endpoint, no_download_reason=why)
+    vae = locate_vae(root, download=allow, endpoint=endpoint, no_download_reason=why)
+    mask = locate_file(root, MASK_FILE, download=allow, url=mask_url, no_download_reason=why)
+    insightface_dir = None
+    if include_insightface:
+        pack = root / "insightface" / "models" / INSIGHTFACE_PACK
+        if not tiny or all((pack / f).is_file() for f in INSIGHTFACE_FILES):
+            insightface_dir = locate_insightface(root, download=allow)
+    return ModelSet(
+        version=version,
+        unet=unet,
+        unet_config=config if config.is_file() else None,
+        whisper=whisper,
+        vae=vae,
+        mask=mask,
+        insightface_dir=insightface_dir,
+        is_tiny=tiny,
+    )

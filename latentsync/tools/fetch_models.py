@@ -1,0 +1,39 @@
+"""python -m latentsync.tools.fetch_models --models DIR [--version 1.5|1.6] [--face-backend insightface|offline]
+
+Find every official file under DIR (a ComfyUI-style models/ folder) or download it. Exit status 0 when the whole
+set is ready, 1 with one clear message per missing file otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from latentsync.hub import ModelNotFoundError, locate_model_set
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m latentsync.tools.fetch_models", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", type=Path, required=True)
+    p.add_argument("--version", choices=["1.5", "1.6"], default="1.5")
+    p.add_argument("--face-backend", choices=["insightface", "offline"], default="insightface")
+    p.add_argument("--no-download", action="store_true")
+    args = p.parse_args(argv)
+    args.models.mkdir(parents=True, exist_ok=True)
+    try:
+        found = locate_model_set(args.models, version=args.version, download=not args.no_download,
+                                 include_insightface=args.face_backend == "insightface")
+    except ModelNotFoundError as e:
+        print(f"[fetch_models] {e}", file=sys.stderr)
+        return 1
+    if found.is_tiny:
+        print(f"[fetch_models] {args.models} is a tiny random model set, not the official weights", file=sys.stderr)
+        return 1
+    for name in ("unet", "whisper", "vae", "mask", "insightface_dir"):
+        print(f"[fetch_models] {name}: {getattr(found, name)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

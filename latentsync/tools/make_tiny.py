@@ -1,0 +1,252 @@
+"""Write a complete, randomly initialised LatentSync model set (tests, offline demos).
+
+``python -m latentsync.tools.make_tiny --out DIR [--resolution 256|512] [--seed N]``
+
+Same layout as a real models root (see `latentsync.hub`)::
+
+    latentsync/v1.5/latentsync_unet.pt + unet_config.yaml   (256; v1.6 for 512) {"state_dict": ...}
+    latentsync/whisper/tiny.pt                               OpenAI format, 4 layers x 384 (official feature shape)
+    latentsync/mask.png                                      synthetic mouth mask (NOT the official one)
+    vae/sd-vae-ft-mse/                                       diffusers AutoencoderKL, widths (32, 32, 32, 32)
+    vae/latentsync_tiny_taesd.safetensors                    random TAESD for ComfyUI's own Load VAE node
+    TINY_MODEL_SET.txt                                       marker: random weights (hub sets ``is_tiny``)
+
+Sizes: U-Net widths (32, 32, 32, 32), 1 layer per block, 8 heads (~1.2 M parameters); the audio condition keeps the
+official shape (16 frames x 50 tokens x 384) so the pipeline runs on exactly the tensor shapes of the real model.
+All weights come from one private `torch.Generator(seed)`; the global RNG is left as it was. Existing files in
+``--out`` are never overwritten (the tool refuses and names them).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from latentsync import hub
+
+UNET_TINY: dict[str, Any] = {
+    "block_out_channels": [32, 32, 32, 32],
+    "layers_per_block": 1,
+    "norm_num_groups": 32,
+    "attention_head_dim": 8,
+    "cross_attention_dim": 384,
+    "in_channels": 13,
+    "out_channels": 4,
+}
+VAE_TINY: dict[str, Any] = {
+    "block_out_channels": [32, 32, 32, 32],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "layers_per_block": 1,
+    "norm_num_groups": 32,
+    "latent_channels": 4,
+    "in_channels": 3,
+    "out_channels": 3,
+    "sample_size": 256,
+    "scaling_factor": 0.18215,
+}
+WHISPER_TINY = {"n_audio_state": 384, "n_audio_layer": 4, "n_audio_head": 6}
+TAESD_NAME = "latentsync_tiny_taesd.safetensors"
+RESOLUTION_VERSION = {256: "1.5", 512: "1.6"}
+
+
+def randomize_(module: nn.Module, generator: torch.Generator) -> nn.Module:
+    """Overwrite every parameter from ``generator``: weights N(0, 1/fan_in), norm gains 1 + N(0, 0.1^2),
+    biases N(0, 0.02^2). Zero-initialised layers (motion-module outputs) become random too, so a tiny model
+    exercises every path. Buffers (e.g. positional tables) are kept."""
+    with torch.no_grad():
+        for sub in module.modules():
+            is_norm = isinstance(sub, (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm2d))
+            for name, p in sub.named_parameters(recurse=False):
+                noise = torch.randn(p.shape, generator=generator, dtype=torch.float32)
+                if p.ndim >= 2:
+                    p.copy_(noise / p[0].numel() ** 0.5)
+                elif is_norm and name == "weight":
+                    p.copy_(1.0 + 0.1 * noise)
+                else:
+                    p.copy_(0.02 * noise)
+    return module
+
+
+def _build(factory: Callable[[], nn.Module]) -> nn.Module:
+    # Module constructors draw their default init from the global RNG: fork it so the caller's state is untouched.
+    with torch.random.fork_rng(devices=[]):
+        return factory()
+
+
+def _temp_sibling(path: Path, suffix: str = ".part") -> Path:
+    """A fresh hidden name beside ``path`` (created by the caller with normal, umask-respecting permissions)."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}{suffix}")
+
+
+def _normalise_modes(paths: list[Path], like: Path) -> None:
+    """safetensors writes 0600 files; give them the permissions of a normally created file (umask respected)."""
+    mode = like.stat().st_mode & 0o777
+    for p in paths:
+        os.chmod(p, mode)
+
+
+def _atomic_bytes(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = _temp_sibling(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def tiny_unet_config() -> dict[str, Any]:
+    from latentsync.models.unet_3d import resolve_unet_config
+
+    return resolve_unet_config(UNET_TINY)
+
+
+def write_unet(folder: Path, generator: torch.Generator) -> Path:
+    from latentsync.models.checkpoint import save_unet_checkpoint
+    from latentsync.models.unet_3d import UNet3DConditionModel
+
+    config = tiny_unet_config()
+    unet = randomize_(_build(lambda: UNet3DConditionModel(**config)), generator)
+    path = save_unet_checkpoint(unet, folder / "latentsync_unet.pt")
+    text = "# tiny random LatentSync U-Net (latentsync.tools.make_tiny); flat model config\n"
+    text += yaml.safe_dump(config, sort_keys=True)
+    _atomic_bytes(folder / hub.UNET_CONFIG_NAME, lambda p: p.write_text(text, encoding="utf-8"))
+    return path
+
+
+def write_whisper(path: Path, seed: int) -> Path:
+    from latentsync.audio.whisper_encoder import save_random_whisper_checkpoint
+
+    def write(tmp: Path) -> None:
+        with torch.random.fork_rng(devices=[]):
+            save_random_whisper_checkpoint(tmp, seed=seed, **WHISPER_TINY)
+        # OpenAI's own checkpoints store fp16 tensors; do the same (half the size; the loader casts to float32).
+        ckpt = torch.load(tmp, map_location="cpu", weights_only=True)
+        ckpt["model_state_dict"] = {
+            k: v.half() if v.is_floating_point() else v for k, v in ckpt["model_state_dict"].items()
+        }
+        torch.save(ckpt, tmp)
+
+    _atomic_bytes(path, write)
+    return path
+
+
+def write_vae(folder: Path, generator: torch.Generator) -> Path:
+    from diffusers import AutoencoderKL
+
+    vae = randomize_(_build(lambda: AutoencoderKL(**VAE_TINY)), generator)
+    staging = _temp_sibling(folder, "")
+    staging.mkdir()
+    try:
+        vae.save_pretrained(staging, safe_serialization=True)
+        _normalise_modes([p for p in staging.iterdir() if p.suffix == ".safetensors"], staging / "config.json")
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # our own staging folder only
+        raise
+    return folder
+
+
+def write_mask(path: Path) -> Path:
+    from PIL import Image
+
+    try:
+        from latentsync.face.mask import synthetic_mouth_mask
+    except ImportError:  # face package not importable (e.g. cv2 missing): same shape, drawn here
+        synthetic_mouth_mask = _fallback_mouth_mask
+    mask = synthetic_mouth_mask(256)
+    img = (mask.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    rgb = np.repeat(img[:, :, None], 3, axis=2)  # official file: 256x256 RGB, 3 identical channels, {0, 255}
+    buffer = io.BytesIO()
+    Image.fromarray(rgb, mode="RGB").save(buffer, format="PNG")
+    _atomic_bytes(path, lambda p: p.write_bytes(buffer.getvalue()))
+    return path
+
+
+def _fallback_mouth_mask(resolution: int) -> torch.Tensor:
+    """(R, R) float, 1 = keep, 0 = regenerate: a lower-face box (rows 0.37R..0.95R, columns 0.04R..0.96R)."""
+    r = resolution
+    mask = torch.ones(r, r)
+    mask[int(0.37 * r) : int(0.95 * r), int(0.04 * r) : int(0.96 * r)] = 0
+    return mask
+
+
+def planned_files(out: Path, resolution: int) -> list[Path]:
+    version = RESOLUTION_VERSION[resolution]
+    unet_dir = out / "latentsync" / f"v{version}"
+    return [
+        unet_dir / "latentsync_unet.pt",
+        unet_dir / hub.UNET_CONFIG_NAME,
+        out / hub.WHISPER_FILE.relpath,
+        out / hub.MASK_FILE.relpath,
+        out / hub.VAE_FOLDER,
+        out / "vae" / TAESD_NAME,
+        out / hub.TINY_MARKER,
+    ]
+
+
+def make_tiny_model_set(out: str | Path, resolution: int = 256, seed: int = 0) -> hub.ModelSet:
+    """Write the tiny set under ``out`` (created if needed; existing files are refused) and return its `ModelSet`."""
+    if resolution not in RESOLUTION_VERSION:
+        raise ValueError(f"resolution must be 256 (v1.5) or 512 (v1.6), got {resolution}")
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out must be a folder: {out}")
+    existing = [str(p) for p in planned_files(out, resolution) if p.exists()]
+    if existing:
+        raise FileExistsError(f"refusing to overwrite existing files: {', '.join(existing)}")
+    version = RESOLUTION_VERSION[resolution]
+    unet_dir = out / "latentsync" / f"v{version}"
+    for folder in (unet_dir, (out / hub.WHISPER_FILE.relpath).parent, (out / hub.VAE_FOLDER).parent):
+        folder.mkdir(parents=True, exist_ok=True)
+
+    generator = torch.Generator().manual_seed(seed)
+    write_unet(unet_dir, generator)
+    write_vae(out / hub.VAE_FOLDER, generator)
+    write_whisper(out / hub.WHISPER_FILE.relpath, seed)
+    write_mask(out / hub.MASK_FILE.relpath)
+    from latentsync.tools.tiny_taesd import save_random_taesd
+
+    with torch.random.fork_rng(devices=[]):  # its module constructors draw from the global RNG
+        save_random_taesd(out / "vae" / TAESD_NAME, seed=seed)
+    _normalise_modes([out / "vae" / TAESD_NAME], out / hub.MASK_FILE.relpath)
+    marker = (
+        "TINY RANDOM MODEL SET - NOT LatentSync weights.\n"
+        "Written by `python -m latentsync.tools.make_tiny`; every weight is random, the mask is synthetic.\n"
+        "The pipeline runs end to end with it, but the generated mouth is noise. For tests and offline demos only.\n"
+        f"resolution: {resolution}\nversion: {version}\nseed: {seed}\n"
+    )
+    _atomic_bytes(out / hub.TINY_MARKER, lambda p: p.write_text(marker, encoding="utf-8"))
+    return hub.locate_model_set(out, version=version, download=False, include_insightface=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m latentsync.tools.make_tiny", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, type=Path, help="models root to write (a new or empty folder)")
+    parser.add_argument("--resolution", type=int, default=256, choices=sorted(RESOLUTION_VERSION))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        models = make_tiny_model_set(args.out, args.resolution, args.seed)
+    except (FileExistsError, NotADirectoryError, ValueError) as exc:
+        print(f"make_tiny: {exc}", file=sys.stderr)
+        return 2
+    print(f"tiny random model set (v{models.version}) written to {args.out}")
+    for name in ("unet", "unet_config", "whisper", "vae", "mask"):
+        print(f"  {name}: {getattr(models, name)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""Build the pack's example workflows in the REAL ComfyUI frontend (headless Chromium) and write both formats:
+
+    workflows/<name>.json        UI format (what File > Open / the template browser load), from app.graph.serialize()
+    workflows/api/<name>.json    API format twin (for POST /prompt), from app.graphToPrompt()
+
+The graphs are declared below (node types, widget values by name, links by slot name), so the saved JSON is exactly
+what this frontend version produces and the two formats cannot drift apart. Run it against a server that has the
+pack loaded (e.g. `python tests/harness/comfy_session.py` prints one), then review the diff:
+
+    .venv/bin/python tests/harness/build_workflows.py --url http://127.0.0.1:PORT [--out workflows]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+from playwright.sync_api import sync_playwright
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+VIDEO = "clip_speaking_woman_frontal_350px_15fps.mp4"
+SPEECH = "speech_cmu_arctic_a0009_16k.wav"
+VAE = "vae-ft-mse-840000-ema-pruned.safetensors"
+SAMPLING = {"seed": 1247, "control_after_generate": "fixed", "steps": 20, "guidance": 1.5, "deepcache": True,
+            "deepcache_interval": 3}
+
+MODELS_NOTE = """## LatentSync models
+
+Put these files in ComfyUI's `models/` folder (the official ones are **downloaded on first use** when
+*download_missing* is on):
+
+| file | from |
+|---|---|
+| `latentsync/v1.5/latentsync_unet.pt` (or `v1.6/`) | ByteDance/LatentSync-1.5 (1.6) on Hugging Face |
+| `latentsync/whisper/tiny.pt` | ByteDance/LatentSync-1.6, `whisper/tiny.pt` |
+| `latentsync/mask.png` | the LatentSync repository |
+| `vae/vae-ft-mse-840000-ema-pruned.safetensors` | stabilityai/sd-vae-ft-mse-original (ComfyUI's Load VAE) |
+| `insightface/models/buffalo_l/` | InsightFace (or choose the *offline* face backend) |
+
+The result is as long as the audio: a shorter video is played forward and backward to cover it.
+Frames without a face are passed through unchanged (a warning shows on the node).
+"""
+
+
+def loaders(x: int, y: int) -> list[dict]:
+    return [
+        {"id": "model", "type": "LatentSyncModelLoader", "pos": [x, y],
+         "widgets": {"checkpoint": "v1.5/latentsync_unet.pt", "version": "auto", "dtype": "auto",
+                     "download_missing": True}},
+        {"id": "vae", "type": "VAELoader", "pos": [x, y + 190], "widgets": {"vae_name": VAE}},
+        {"id": "whisper", "type": "LatentSyncWhisperLoader", "pos": [x, y + 300],
+         "widgets": {"whisper": "whisper/tiny.pt", "download_missing": True}},
+        {"id": "faces_loader", "type": "LatentSyncFaceAnalyzerLoader", "pos": [x, y + 440],
+         "widgets": {"backend": "insightface", "download_missing": True}},
+    ]
+
+
+def note(x: int, y: int, text: str = MODELS_NOTE, size=(420, 420)) -> dict:
+    return {"id": "note", "type": "MarkdownNote", "pos": [x, y], "size": list(size), "widgets": {"text": text}}
+
+
+WORKFLOWS = {
+    # (a) one node: VIDEO + AUDIO -> VIDEO with ComfyUI's own Load Video / Load Audio / Save Video
+    "latentsync_video": {
+        "nodes": [
+            note(-480, 0),
+            {"id": "video", "type": "LoadVideo", "pos": [0, 0], "widgets": {"file": VIDEO}},
+            {"id": "audio", "type": "LoadAudio", "pos": [0, 420], "widgets": {"audio": SPEECH}},
+            *loaders(380, 0),
+            {"id": "sync", "type": "LatentSyncLipSyncVideo", "pos": [780, 0], "widgets": SAMPLING},
+            {"id": "save", "type": "SaveVideo", "pos": [1180, 0],
+             "widgets": {"filename_prefix": "video/LatentSync", "format": "auto", "codec": "auto"}},
+        ],
+        "links": [
+            ("video", "VIDEO", "sync", "video"), ("audio", "AUDIO", "sync", "audio"),
+            ("model", "model", "sync", "model"), ("vae", "VAE", "sync", "vae"),
+            ("whisper", "whisper", "sync", "whisper"), ("faces_loader", "face_analyzer", "sync", "face_analyzer"),
+            ("sync", "video", "save", "video"),
+        ],
+        "groups": [],
+    },
+    # (b) the modular graph: one node per stage, ordinary ComfyUI types in between
+    "latentsync_modular": {
+        "nodes": [
+            note(-480, 0),
+            {"id": "video", "type": "LoadVideo", "pos": [0, 0], "widgets": {"file": VIDEO}},
+            {"id": "components", "type": "GetVideoComponents", "pos": [0, 420]},
+            {"id": "audio", "type": "LoadAudio", "pos": [0, 560], "widgets": {"audio": SPEECH}},
+            *loaders(0, 760),
+            {"id": "loop", "type": "LatentSyncLoopToAudio", "pos": [400, 420]},
+            {"id": "detect", "type": "LatentSyncDetectFaces", "pos": [400, 640],
+             "widgets": {"face_selection": "largest", "face_index": 0}},
+            {"id": "preview", "type": "PreviewImage", "pos": [400, 900], "size": [300, 300]},
+            {"id": "embed", "type": "LatentSyncAudioEmbeddings", "pos": [780, 0]},
+            {"id": "encode", "type": "LatentSyncMaskLatents", "pos": [780, 240]},
+            {"id": "sampler", "type": "LatentSyncSampler", "pos": [780, 420],
+             "widgets": {k: v for k, v in SAMPLING.items()}},
+            {"id": "decode", "type": "LatentSyncDecode", "pos": [1160, 0]},
+            {"id": "paste", "type": "LatentSyncPasteFaces", "pos": [1160, 180]},
+            {"id": "create", "type": "CreateVideo", "pos": [1160, 380]},
+            {"id": "save", "type": "SaveVideo", "pos": [1520, 0],
+             "widgets": {"filename_prefix": "video/LatentSync_modular", "format": "auto", "codec": "auto"}},
+        ],
+        "links": [
+            ("video", "VIDEO", "components", "video"),
+            ("components", "images", "loop", "images"), ("audio", "AUDIO", "loop", "audio"),
+            ("components", "fps", "loop", "frame_rate"),
+            ("faces_loader", "face_analyzer", "detect", "face_analyzer"), ("model", "model", "detect", "model"),
+            ("loop", "images", "detect", "images"),
+            ("detect", "aligned", "preview", "images"),
+            ("whisper", "whisper", "embed", "whisper"), ("loop", "audio", "embed", "audio"),
+            ("components", "fps", "embed", "frame_rate"), ("loop", "frame_count", "embed", "frame_count"),
+            ("detect", "faces", "encode", "faces"), ("vae", "VAE", "encode", "vae"),
+            ("model", "model", "sampler", "model"), ("encode", "face_latents", "sampler", "face_latents"),
+            ("embed", "audio_embeds", "sampler", "audio_embeds"),
+            ("vae", "VAE", "decode", "vae"), ("sampler", "latent", "decode", "latent"),
+            ("encode", "face_latents", "decode", "face_latents"),
+            ("loop", "images", "paste", "images"), ("detect", "faces", "paste", "faces"),
+            ("decode", "faces", "paste", "generated"),
+            ("paste", "images", "create", "images"), ("components", "fps", "create", "fps"),
+            ("loop", "audio", "create", "audio"),
+            ("create", "VIDEO", "save", "video"),
+        ],
+        "groups": [],
+    },
+    # (c) IMAGE batch + AUDIO + frame rate -> IMAGE + AUDIO
+    "latentsync_image_batch": {
+        "nodes": [
+            note(-480, 0),
+            {"id": "video", "type": "LoadVideo", "pos": [0, 0], "widgets": {"file": VIDEO}},
+            {"id": "components", "type": "GetVideoComponents", "pos": [0, 420]},
+            {"id": "audio", "type": "LoadAudio", "pos": [0, 560], "widgets": {"audio": SPEECH}},
+            *loaders(380, 0),
+            {"id": "sync", "type": "LatentSyncLipSyncImages", "pos": [780, 0], "widgets": SAMPLING},
+            {"id": "create", "type": "CreateVideo", "pos": [1180, 0]},
+            {"id": "save", "type": "SaveVideo", "pos": [1180, 200],
+             "widgets": {"filename_prefix": "video/LatentSync_images", "format": "auto", "codec": "auto"}},
+        ],
+        "links": [
+            ("video", "VIDEO", "components", "video"),
+            ("components", "images", "sync", "images"), ("audio", "AUDIO", "sync", "audio"),
+            ("components", "fps", "sync", "frame_rate"),
+            ("model", "model", "sync", "model"), ("vae", "VAE", "sync", "vae"),
+            ("whisper", "whisper", "sync", "whisper"), ("faces_loader", "face_analyzer", "sync", "face_analyzer"),
+            ("sync", "images", "create", "images"), ("components", "fps", "create", "fps"),
+            ("sync", "audio", "create", "audio"),
+            ("create", "VIDEO", "save", "video"),
+        ],
+        "groups": [],
+    },
+}
+
+BUILD_JS = """
+async (spec) => {
+  const app = window.app, LG = window.LiteGraph;
+  app.graph.clear();
+  const made = {};
+  const problems = [];
+  for (const n of spec.nodes) {
+    const node = LG.createNode(n.type);
+    if (!node) { problems.push(`unknown node type ${n.type}`); continue; }
+    node.pos = n.pos;
+    app.graph.add(node);
+    if (n.size) node.size = n.size;
+    for (const [name, value] of Object.entries(n.widgets || {})) {
+      const w = (node.widgets || []).find((w) => w.name === name);
+      if (!w) { problems.push(`${n.type} has no widget ${name}`); continue; }
+      w.value = value;
+      if (w.callback) { try { w.callback(value); } catch (e) { /* upload widgets may try to fetch previews */ } }
+    }
+    made[n.id] = node;
+  }
+  for (const [src, out, dst, inp] of spec.links) {
+    const a = made[src], b = made[dst];
+    if (!a || !b) { problems.push(`link ${src}.${out} -> ${dst}.${inp}: missing node`); continue; }
+    let o = a.outputs.findIndex((s) => s.name === out || s.label === out);
+    if (o < 0) o = a.outputs.findIndex((s) => s.type === out);
+    const i = b.inputs.findIndex((s) => s.name === inp);
+    if (o < 0 || i < 0) { problems.push(`link ${src}.${out}(${o}) -> ${dst}.${inp}(${i}): no such slot`); continue; }
+    const link = a.connect(o, b, i);
+    if (!link) problems.push(`link ${src}.${out} -> ${dst}.${inp} refused`);
+  }
+  app.graph.setDirtyCanvas(true, true);
+  const workflow = app.graph.serialize();
+  const prompt = await app.graphToPrompt();
+  // JSON round trip in the page: undefined fields are dropped exactly as the frontend's own save does
+  return { problems, workflow: JSON.stringify(workflow), api: JSON.stringify(prompt.output) };
+}
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--out", default=str(REPO / "workflows"))
+    ap.add_argument("--only", nargs="*")
+    ap.add_argument("--chromium", default=os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+    a = ap.parse_args()
+    out = Path(a.out)
+    (out / "api").mkdir(parents=True, exist_ok=True)
+    host = urlparse(a.url).hostname
+    rc = 0
+    with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="chromium-profile-") as prof:
+        ctx = p.chromium.launch_persistent_context(prof, executable_path=a.chromium, headless=True,
+                                                   args=CHROMIUM_ARGS, viewport={"width": 1600, "height": 1000})
+        ctx.route("**/*", lambda r: r.continue_() if urlparse(r.request.url).hostname in (host, "localhost",
+                  "127.0.0.1") or r.request.url.startswith(("data:", "blob:")) else r.abort())
+        page = ctx.pages[0] if ctx.pages else ctx.new_page()
+        page.goto(a.url.rstrip("/") + "/", wait_until="domcontentloaded", timeout=120_000)
+        page.wait_for_function("() => window.app && window.app.graph && window.LiteGraph && "
+                               "Object.keys(window.LiteGraph.registered_node_types || {}).length > 50",
+                               timeout=120_000)
+        page.wait_for_timeout(500)
+        page.keyboard.press("Escape")
+        for name, spec in WORKFLOWS.items():
+            if a.only and name not in a.only:
+                continue
+            res = page.evaluate(BUILD_JS, spec)
+            if res["problems"]:
+                print(f"{name}: PROBLEMS {res['problems']}", file=sys.stderr)
+                rc = 1
+                continue
+            wf = json.loads(res["workflow"])
+            api = json.loads(res["api"])
+            wf.setdefault("extra", {})["ds"] = {"scale": 0.75, "offset": [520, 40]}
+            (out / f"{name}.json").write_text(json.dumps(wf, indent=2) + "\n", encoding="utf-8")
+            (out / "api" / f"{name}.json").write_text(json.dumps(api, indent=2) + "\n", encoding="utf-8")
+            print(f"{name}: {len(wf['nodes'])} nodes, {len(wf['links'])} links, {len(api)} API nodes")
+        ctx.close()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

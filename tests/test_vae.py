@@ -1,0 +1,179 @@
+"""VAE loading (diffusers folder, single LDM/diffusers file) and the batched, scaled codec."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from diffusers import AutoencoderKL
+from safetensors.torch import save_file
+
+from latentsync.vae import SCALING_FACTOR, VAECodec, VAELoadError, infer_vae_config, load_vae, sd15_vae_config
+
+TINY = dict(  # widths change between levels, so the 1x1 shortcut convs (LDM "nin_shortcut") exist too
+    block_out_channels=(32, 64, 64, 64),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    layers_per_block=2,
+    norm_num_groups=32,
+    latent_channels=4,
+    sample_size=32,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_vae() -> AutoencoderKL:
+    torch.manual_seed(0)  # test-only: fixes the random init of the tiny model
+    return AutoencoderKL(**TINY).eval()
+
+
+def images(n: int, r: int = 32, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, r, r, generator=g) * 2 - 1
+
+
+def to_ldm(state: dict[str, torch.Tensor], n_blocks: int) -> dict[str, torch.Tensor]:
+    """diffusers AutoencoderKL keys -> original LDM (CompVis) keys, written independently of diffusers' converter."""
+    out = {}
+    for key, value in state.items():
+        k = key
+        k = re.sub(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)", r"encoder.down.\1.block.\2", k)
+        k = re.sub(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0", r"encoder.down.\1.downsample", k)
+        k = re.sub(
+            r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)",
+            lambda m: f"decoder.up.{n_blocks - 1 - int(m.group(1))}.block.{m.group(2)}",
+            k,
+        )
+        k = re.sub(
+            r"decoder\.up_blocks\.(\d+)\.upsamplers\.0",
+            lambda m: f"decoder.up.{n_blocks - 1 - int(m.group(1))}.upsample",
+            k,
+        )
+        k = k.replace("mid_block.resnets.0", "mid.block_1").replace("mid_block.resnets.1", "mid.block_2")
+        k = k.replace("mid_block.attentions.0", "mid.attn_1")
+        k = k.replace("conv_shortcut", "nin_shortcut").replace("conv_norm_out", "norm_out")
+        if ".mid.attn_1." in k:
+            k = k.replace("group_norm", "norm").replace("to_q", "q").replace("to_k", "k").replace("to_v", "v")
+            k = k.replace("to_out.0", "proj_out")
+            if value.ndim == 2:
+                value = value[:, :, None, None]  # LDM stores attention projections as 1x1 convs
+        out[k] = value.clone()
+    return out
+
+
+def test_encode_decode_shapes_and_scaling(tiny_vae):
+    codec = VAECodec(tiny_vae, sample=False)
+    x = images(3)
+    z = codec.encode(x)
+    assert z.shape == (3, 4, 4, 4)
+    with torch.no_grad():
+        mean = tiny_vae.encode(x).latent_dist.mean
+    torch.testing.assert_close(z, mean * SCALING_FACTOR)
+    y = codec.decode(z)
+    assert y.shape == (3, 3, 32, 32)
+    with torch.no_grad():
+        ref = tiny_vae.decode(mean).sample
+    torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_sample_uses_generator_and_differs_from_mean(tiny_vae):
+    x = images(2)
+    mean = VAECodec(tiny_vae, sample=False).encode(x)
+    a = VAECodec(tiny_vae, generator=torch.Generator().manual_seed(5)).encode(x)
+    b = VAECodec(tiny_vae, generator=torch.Generator().manual_seed(5)).encode(x)
+    c = VAECodec(tiny_vae, generator=torch.Generator().manual_seed(6)).encode(x)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.allclose(a, c)
+    assert not torch.allclose(a, mean)
+    # posterior sample = mean + std * eps: the deviation is of the order of the posterior std
+    with torch.no_grad():
+        std = tiny_vae.encode(x).latent_dist.std * SCALING_FACTOR
+    ratio = ((a - mean) / std).std()
+    assert 0.5 < ratio < 2.0
+
+
+def test_batching_equals_unbatched(tiny_vae):
+    x = images(5, r=16)
+    full = VAECodec(tiny_vae, generator=torch.Generator().manual_seed(3), batch_size=5).encode(x)
+    parts = VAECodec(tiny_vae, generator=torch.Generator().manual_seed(3), batch_size=2).encode(x)
+    torch.testing.assert_close(full, parts, rtol=1e-5, atol=1e-6)
+    d_full = VAECodec(tiny_vae, batch_size=5).decode(full)
+    d_parts = VAECodec(tiny_vae, batch_size=2).decode(full)
+    torch.testing.assert_close(d_full, d_parts, rtol=1e-4, atol=2e-5)  # float reassociation only
+
+
+def test_codec_rejects_bad_shapes(tiny_vae):
+    codec = VAECodec(tiny_vae)
+    with pytest.raises(ValueError, match="encode expects"):
+        codec.encode(torch.zeros(2, 32, 32))
+    with pytest.raises(ValueError, match="decode expects"):
+        codec.decode(torch.zeros(1, 3, 4, 4))
+    with pytest.raises(ValueError, match="batch_size"):
+        VAECodec(tiny_vae, batch_size=0)
+
+
+def test_folder_and_single_files_load_identically(tiny_vae, tmp_path):
+    folder = tmp_path / "vae_folder"
+    tiny_vae.save_pretrained(folder, safe_serialization=True)
+    state = tiny_vae.state_dict()
+    ldm = to_ldm(state, 4)
+    assert any(k.startswith("encoder.down.0.block.0") for k in ldm)
+    assert any("nin_shortcut" in k for k in ldm) and any(k.startswith("decoder.up.3.upsample") for k in ldm)
+    save_file(ldm, str(tmp_path / "tiny-ldm.safetensors"))
+    torch.save({"state_dict": {"first_stage_model." + k: v for k, v in ldm.items()}}, tmp_path / "tiny-sd.ckpt")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "tiny-diffusers.safetensors"))
+
+    x = images(1, r=16)
+    expected = VAECodec(tiny_vae, sample=False).encode(x)
+    expected_dec = VAECodec(tiny_vae).decode(expected)
+    for path in (folder, tmp_path / "tiny-ldm.safetensors", tmp_path / "tiny-sd.ckpt", tmp_path / "tiny-diffusers.safetensors"):
+        vae = load_vae(path)
+        assert list(vae.config.block_out_channels) == [32, 64, 64, 64]
+        assert vae.config.layers_per_block == 2
+        for k, v in vae.state_dict().items():
+            torch.testing.assert_close(v, state[k], rtol=0, atol=0, msg=f"{path.name}: {k}")
+        torch.testing.assert_close(VAECodec(vae, sample=False).encode(x), expected, rtol=0, atol=0)
+        torch.testing.assert_close(VAECodec(vae).decode(expected), expected_dec, rtol=0, atol=0)
+
+
+def test_load_vae_dtype_and_device(tiny_vae, tmp_path):
+    tiny_vae.save_pretrained(tmp_path / "v")
+    vae = load_vae(tmp_path / "v", device="cpu", dtype=torch.bfloat16)
+    assert vae.dtype == torch.bfloat16 and not vae.training
+    z = VAECodec(vae, sample=False).encode(images(1))
+    assert z.dtype == torch.bfloat16
+
+
+def test_sd15_config_matches_inferred_from_shapes():
+    config = sd15_vae_config()
+    assert config["block_out_channels"] == [128, 256, 512, 512]
+    assert config["scaling_factor"] == SCALING_FACTOR
+    with torch.device("meta"):
+        vae = AutoencoderKL(**config)
+    inferred = infer_vae_config(vae.state_dict())
+    for key in ("block_out_channels", "layers_per_block", "latent_channels", "in_channels", "out_channels"):
+        assert inferred[key] == config[key], key
+
+
+def test_auto_batch_size(tiny_vae, monkeypatch):
+    from latentsync.vae import CPU_BATCH_SIZE, MAX_BATCH_SIZE, auto_batch_size
+
+    assert auto_batch_size(tiny_vae, 256, torch.device("cpu")) == CPU_BATCH_SIZE
+    per_image = 512 * 512 * 64 * 4 * 8  # R^2 x widest full-res width x fp32 bytes x live tensors
+    for free, expected in ((per_image * 5, 4), (10, 1), (per_image * 1000, MAX_BATCH_SIZE)):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None, f=free: (f, 80 << 30))
+        assert auto_batch_size(tiny_vae, 512, torch.device("cuda")) == expected
+
+
+def test_load_vae_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="VAE not found"):
+        load_vae(tmp_path / "nope.safetensors")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VAELoadError, match="config.json"):
+        load_vae(tmp_path / "empty")
+    save_file({"foo": torch.zeros(2)}, str(tmp_path / "junk.safetensors"))
+    with pytest.raises(VAELoadError, match="not an AutoencoderKL"):
+        load_vae(tmp_path / "junk.safetensors")
+    (tmp_path / "weird.txt").write_text("x")
+    with pytest.raises(VAELoadError, match="unsupported"):
+        load_vae(tmp_path / "weird.txt")
