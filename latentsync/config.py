@@ -34,16 +34,3 @@ def resolution(name: str) -> int:
     """Face crop size R (`data.resolution`) of config `name`."""
     return int(load_config_file(name)["data"]["resolution"])
 
-
-def read_unet_config_file(path) -> dict[str, Any]:
-    """U-Net kwargs from a YAML file beside a checkpoint: an official-style file with a `model:` section, or
-    the bare kwargs."""
-    from pathlib import Path
-
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: not a U-Net config (expected a mapping)")
-    model = dict(data.get("model", data))
-    if "norm_eps" in model:
-        model["norm_eps"] = float(model["norm_eps"])
-    return model

@@ -28,9 +28,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from latentsync.face.mask import MASK_SHA256
+
 HF_URL = "https://huggingface.co/{repo}/resolve/main/{file}"
 MASK_URL = "https://raw.githubusercontent.com/bytedance/LatentSync/main/latentsync/utils/mask.png"
-MASK_SHA256 = "aa233251b9ff5691a1565a4108f0910ab1e5e7ad79a7bb2b741ab4d92c81053c"
 TINY_MARKER = "TINY_MODEL_SET.txt"
 UNET_CONFIG_NAME = "unet_config.yaml"
 INSIGHTFACE_PACK = "buffalo_l"
@@ -122,6 +123,8 @@ class ModelSet:
             data = data["model"]
         if not isinstance(data, dict):
             raise ValueError(f"{self.unet_config} is not a mapping of U-Net settings")
+        if isinstance(data.get("norm_eps"), str):  # YAML 1.1 reads `1e-5` (no dot) as a string
+            data["norm_eps"] = float(data["norm_eps"])
         return data
 
 

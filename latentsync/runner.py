@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from latentsync.config import VERSIONS, read_unet_config_file
+from latentsync.config import VERSIONS
 from latentsync.pipeline import LipSyncPipeline, LipSyncResult
 
 Log = Callable[[str], None]
@@ -38,8 +38,7 @@ def build_pipeline(models: Path, version: str = "1.5", face_backend: str = "insi
         log("NOTE: using the TINY RANDOM model set (official weights not available): the pipeline runs end to end, "
             "but the generated mouth is noise. Put the official files in the models folder for real results.")
     log(f"loading U-Net {model_set.unet} ({dtype}, {device})")
-    config = read_unet_config_file(model_set.unet_config) if model_set.unet_config else None
-    unet = load_unet(model_set.unet, config=config, device=device, dtype=dtype).eval()
+    unet = load_unet(model_set.unet, config=model_set.unet_config_dict(), device=device, dtype=dtype).eval()
     log(f"loading Whisper {model_set.whisper}")
     encoder = WhisperAudioEncoder.from_file(model_set.whisper, device=device)
     log(f"loading VAE {model_set.vae}")

@@ -30,9 +30,10 @@ PYTHON = os.environ.get("COMFY_PYTHON", str(REPO / ".venv" / "bin" / "python"))
 VIDEO = "clip_speaking_woman_frontal_350px_15fps.mp4"
 SPEECH = "speech_cmu_arctic_a0009_16k.wav"
 SPEECH_LONG = "speech_cmu_arctic_a0007_16k.wav"
-SPEECH_SHORT = "speech_cmu_arctic_a0009_16k_first1s.wav"  # made by the fixture: the first second of SPEECH
+SPEECH_SHORT = "speech_cmu_arctic_a0009_16k_first0.6s.wav"  # made by the fixture: the first 0.6 s of SPEECH
 MEDIA = (VIDEO, SPEECH, SPEECH_LONG, "face_astronaut_skimage.png")
 TINY_VAE = "latentsync_tiny_taesd.safetensors"
+SHORT_SECONDS = 0.6
 
 
 def http_json(url: str, data: dict | None = None, timeout: float = 30):
@@ -136,7 +137,7 @@ def start(media_dir: Path) -> ComfyServer:
         if not src.is_file():
             raise FileNotFoundError(f"missing shared media {src}")
         shutil.copy2(src, base / "input" / name)
-    write_first_seconds(media_dir / SPEECH, base / "input" / SPEECH_SHORT, 1.0)
+    write_first_seconds(media_dir / SPEECH, base / "input" / SPEECH_SHORT, SHORT_SECONDS)
     env = dict(os.environ, HF_HUB_OFFLINE="1", COMFY_PYTHON=PYTHON)
     env.pop("COMFY_ROOT", None)
     cmd = ["bash", str(HARNESS / "start_comfy.sh"), "-n", f"{REPO}={PACK_NAME}", "-b", str(base), "--strict",
@@ -202,7 +203,7 @@ TEST_OVERRIDES: dict[tuple[str, str], object] = {
     ("VAELoader", "vae_name"): TINY_VAE,  # the tiny set's random TAESD, read by ComfyUI's own Load VAE
     ("LatentSyncFaceAnalyzerLoader", "backend"): "offline",  # insightface would need a download
     ("*", "download_missing"): False,
-    ("LoadAudio", "audio"): SPEECH_SHORT,  # 1 s of the real speech: 15 frames, one 16-frame window
+    ("LoadAudio", "audio"): SPEECH_SHORT,  # 0.6 s of the real speech: 9 frames at 15 fps, one window
     ("*", "steps"): TEST_STEPS,
 }
 
