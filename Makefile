@@ -10,10 +10,10 @@ setup:
 	bash scripts/setup_env.sh
 
 test: setup
-	$(PY) -m pytest -c tests/pytest.ini
+	cd tests && ../$(PY) -m pytest
 
 test-fast: setup
-	$(PY) -m pytest -c tests/pytest.ini -m "not integration and not browser"
+	cd tests && ../$(PY) -m pytest -m "not integration and not browser"
 
 demo: setup
 	bash scripts/demo.sh

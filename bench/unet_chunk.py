@@ -24,6 +24,52 @@ import time
 
 FRAMES = 16
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+CASES = ("forward_cfg", "shallow_cfg", "loop20", "loop20_deepcache")
+STEPS = 20
+DEEPCACHE_INTERVAL = 3
+
+
+def full_steps(steps: int = STEPS, interval: int = DEEPCACHE_INTERVAL) -> int:
+    """How many of `steps` denoising steps run the whole U-Net with DeepCache every `interval` steps
+    (step i is full when i % interval == 0; interval <= 1 = DeepCache off, every step full)."""
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if interval <= 1:
+        return steps
+    return len(range(0, steps, interval))
+
+
+def estimate_loops(forward_s: float, shallow_s: float, steps: int = STEPS,
+                   interval: int = DEEPCACHE_INTERVAL) -> dict[str, float]:
+    """The 20-step loop times computed from one full CFG forward and one cached (shallow) CFG step:
+    loop20 = steps x forward; loop20_deepcache = full x forward + (steps - full) x shallow (7 + 13 for 20 / 3).
+    Scheduler and guidance arithmetic are not counted (negligible next to a forward)."""
+    full = full_steps(steps, interval)
+    return {"loop20": steps * forward_s, "loop20_deepcache": full * forward_s + (steps - full) * shallow_s}
+
+
+def load_results(path: str | os.PathLike) -> list[dict]:
+    """The JSON lines written by `--json` (one result dict per line; blank lines ignored)."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not a JSON line written by bench.unet_chunk --json ({e})") from e
+    return rows
+
+
+def find_result(rows: list[dict], size: int, dtype: str, case: str) -> dict | None:
+    """The last (most recent) result for (size, dtype, case), or None."""
+    found = None
+    for r in rows:
+        if r.get("size") == size and r.get("dtype") == dtype and r.get("case") == case:
+            found = r
+    return found
 
 
 def run_case(size: int, dtype_name: str, case: str, threads: int | None) -> dict:
@@ -48,7 +94,8 @@ def run_case(size: int, dtype_name: str, case: str, threads: int | None) -> dict
     masked = torch.randn(1, 4, FRAMES, lat, lat, generator=gen).to(dtype)
     ref = torch.randn(1, 4, FRAMES, lat, lat, generator=gen).to(dtype)
     audio = torch.randn(1, FRAMES, 50, 384, generator=gen).to(dtype)
-    result = {"size": size, "dtype": dtype_name, "case": case, "threads": torch.get_num_threads(), "build_s": build_s}
+    result = {"size": size, "dtype": dtype_name, "case": case, "frames": FRAMES, "threads": torch.get_num_threads(),
+              "build_s": build_s}
     with torch.inference_mode():
         if case in ("forward_cfg", "shallow_cfg"):
             sample = torch.cat([x, mask, masked, ref], dim=1).repeat(2, 1, 1, 1, 1)
@@ -75,16 +122,21 @@ def run_case(size: int, dtype_name: str, case: str, threads: int | None) -> dict
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.unet_chunk", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=sorted(DTYPES))
-    p.add_argument("--cases", nargs="+", default=["forward_cfg", "shallow_cfg", "loop20", "loop20_deepcache"])
+    p.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
     p.add_argument("--estimate-loops", action="store_true", help="compute the 20-step loops from per-step times")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None, help="append results as JSON lines to this file")
     p.add_argument("--one", nargs=3, metavar=("SIZE", "DTYPE", "CASE"), help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.one:
         print(json.dumps(run_case(int(args.one[0]), args.one[1], args.one[2], args.threads)))
         return 0
@@ -108,9 +160,9 @@ def main(argv: list[str] | None = None) -> int:
                     with open(args.json, "a") as f:
                         f.write(json.dumps(r) + "\n")
             if args.estimate_loops and "forward_cfg" in measured and "shallow_cfg" in measured:
-                full, shallow = measured["forward_cfg"]["seconds"], measured["shallow_cfg"]["seconds"]
-                for case, secs in (("loop20", 20 * full), ("loop20_deepcache", 7 * full + 13 * shallow)):
-                    r = {"size": size, "dtype": dt, "case": case, "seconds": secs, "computed": True,
+                loops = estimate_loops(measured["forward_cfg"]["seconds"], measured["shallow_cfg"]["seconds"])
+                for case, secs in loops.items():
+                    r = {"size": size, "dtype": dt, "case": case, "frames": FRAMES, "seconds": secs, "computed": True,
                          "peak_rss_gib": measured["forward_cfg"]["peak_rss_gib"]}
                     rows.append(r)
                     print(f"{size:4d} {dt:5s} {case:18s} {secs:9.2f} s  (computed from per-step times)", flush=True)

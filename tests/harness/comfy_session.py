@@ -19,6 +19,7 @@ import urllib.request
 import uuid
 import wave
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 HARNESS = Path(__file__).resolve().parent
@@ -223,3 +224,109 @@ def ui_overrides(overrides: dict | None = None) -> list[str]:
     """The same overrides as browser_check.py --set arguments (TYPE.WIDGET=JSON)."""
     overrides = TEST_OVERRIDES if overrides is None else overrides
     return [f"{cls}.{name}={json.dumps(value)}" for (cls, name), value in overrides.items()]
+
+
+def load_tests_conftest():
+    """tests/conftest.py as a module of its own name (for its `shared_path`)."""
+    import importlib.util
+
+    name = "latentsync_tests_root_conftest"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "tests" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def record_timing(key: str, value) -> None:
+    """Measured figures of this run, kept in test-artifacts/timings.json (merged across tests)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / "timings.json"
+    data = {}
+    if path.exists():
+        try:
+            data = json.loads(path.read_text())
+        except ValueError:
+            data = {}
+    data[key] = value
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checks shared by the API, cancel and browser tests
+
+FPS = Fraction(15)  # the shared clip's frame rate
+EXPECTED_FRAMES = round(SHORT_SECONDS * FPS)  # output = as long as the audio: 0.6 s at 15 fps = 9 frames
+
+
+def fresh_caches(server) -> None:
+    """POST /free: ComfyUI drops its node-output cache and unloads models, so the next run does all the work."""
+    server.post("/free", {"unload_models": True, "free_memory": True})
+    time.sleep(1.0)  # the flag is handled by the prompt worker between prompts
+
+
+def probe(path: Path) -> dict:
+    """Frame count (decoded), frame rate, size and audio duration of a video file."""
+    import av  # noqa: PLC0415
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        out = {"fps": Fraction(v.average_rate), "width": v.codec_context.width, "height": v.codec_context.height}
+        out["frames"] = sum(1 for _ in c.decode(video=0))
+    with av.open(str(path)) as c:
+        a = c.streams.audio[0]
+        out["sample_rate"] = a.sample_rate
+        out["audio_s"] = float(a.duration * a.time_base) if a.duration else sum(
+            f.samples for f in c.decode(audio=0)) / a.sample_rate
+    return out
+
+
+def saved_videos(entry: dict, prompt: dict, server) -> list[Path]:
+    paths = []
+    for node_id, node in prompt.items():
+        if node["class_type"] == "SaveVideo":
+            for item in entry["outputs"][node_id]["images"]:
+                paths.append(server.output_file(item))
+    return paths
+
+
+def face_reports(entry: dict) -> list[dict]:
+    return [r for out in entry["outputs"].values() for r in out.get("latentsync_faces", [])]
+
+
+def assert_success(entry: dict, server) -> None:
+    status = entry["status"]
+    if status["status_str"] != "success":
+        errors = [m for kind, m in status["messages"] if kind == "execution_error"]
+        detail = "\n".join(f"{m['node_type']}: {m['exception_message']}\n{''.join(m['traceback'])[-2000:]}"
+                           for m in errors)
+        raise AssertionError(f"prompt failed: {detail or status}\n--- server log ---\n{server.log_tail()}")
+
+
+FACELESS_ORDER = [0, 1, 1, 0, 0, 1, 1, 0, 0]  # ping-pong over [photo, black frame] for 9 output frames
+FACELESS_SAVE_NODE = "10"
+
+
+def faceless_prompt(seed: int) -> dict:
+    """API prompt: [real photo with a face, black frame] + 0.6 s of speech -> Lip Sync (Images) -> Save Image."""
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "face_astronaut_skimage.png"}},
+        "2": {"class_type": "EmptyImage", "inputs": {"width": 512, "height": 512, "batch_size": 1, "color": 0}},
+        "3": {"class_type": "ImageBatch", "inputs": {"image1": ["1", 0], "image2": ["2", 0]}},
+        "4": {"class_type": "LoadAudio", "inputs": {"audio": SPEECH_SHORT}},
+        "5": {"class_type": "LatentSyncModelLoader", "inputs": {"checkpoint": "v1.5/latentsync_unet.pt",
+                                                                "version": "auto", "dtype": "auto",
+                                                                "download_missing": False}},
+        "6": {"class_type": "VAELoader", "inputs": {"vae_name": TINY_VAE}},
+        "7": {"class_type": "LatentSyncWhisperLoader", "inputs": {"whisper": "whisper/tiny.pt",
+                                                                  "download_missing": False}},
+        "8": {"class_type": "LatentSyncFaceAnalyzerLoader", "inputs": {"backend": "offline",
+                                                                       "download_missing": False}},
+        "9": {"class_type": "LatentSyncLipSyncImages", "inputs": {
+            "images": ["3", 0], "audio": ["4", 0], "frame_rate": 15.0, "model": ["5", 0], "vae": ["6", 0],
+            "whisper": ["7", 0], "face_analyzer": ["8", 0], "seed": seed, "steps": TEST_STEPS, "guidance": 1.5,
+            "deepcache": True, "deepcache_interval": 3}},
+        "10": {"class_type": "SaveImage", "inputs": {"images": ["9", 0], "filename_prefix": "test/noface"}},
+    }

@@ -1,0 +1,105 @@
+"""Every UI workflow in workflows/ in the real ComfyUI frontend (Debian Chromium via tests/harness/browser_check.py):
+it loads with no missing node types, the node help page opens, it runs from the page to completion, the pack's web
+extension shows the face report on the node. Screenshots are kept under test-artifacts/browser/."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import comfy_session as cs
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+UI_WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+SHOTS = cs.ARTIFACTS / "browser"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+BROWSER_SEED = 11  # not the seed of the API tests, so the page's run is not answered from ComfyUI's cache
+HELP_NODE = {  # the node whose help page is opened in each workflow
+    "latentsync_video": "LatentSyncLipSyncVideo",
+    "latentsync_modular": "LatentSyncSampler",
+    "latentsync_image_batch": "LatentSyncLipSyncImages",
+}
+
+
+def browser_check(server, workflow: Path, shot: Path, *extra: str) -> tuple[int, dict]:
+    if not Path(CHROMIUM).exists():
+        message = f"chromium not found at {CHROMIUM}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(cs.HARNESS / "browser_check.py"), "--url", server.url, "--workflow", str(workflow),
+           "--screenshot", str(shot), "--timeout", "600", "--chromium", CHROMIUM, *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    try:
+        report = json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"browser_check.py gave no report (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-3000:]}") from None
+    (SHOTS / f"{shot.stem}.json").write_text(json.dumps(report, indent=1))
+    return proc.returncode, report
+
+
+def own_console_errors(report: dict) -> list[str]:
+    """Errors from the pack's own web code (the frontend's blocked registry look-ups at api.comfy.org, which name
+    our node ids, are not ours: the test browser has no internet)."""
+    return [e for e in report.get("console_errors", [])
+            if "latentsync" in e.lower() and "api.comfy.org" not in e]
+
+
+def test_every_pack_node_type_is_used_by_some_workflow():
+    used = {n["type"] for p in UI_WORKFLOWS for n in cs.load_json(p)["nodes"]}
+    assert set(HELP_NODE.values()) <= used
+    assert sorted(p.stem for p in UI_WORKFLOWS) == sorted(HELP_NODE)
+
+
+@pytest.mark.parametrize("workflow", UI_WORKFLOWS, ids=[p.stem for p in UI_WORKFLOWS])
+def test_ui_workflow_loads_runs_from_the_page_and_shows_help(comfy_server, workflow):
+    sets = [*cs.ui_overrides(), f"*.seed={BROWSER_SEED}"]
+    args = [arg for s in sets for arg in ("--set", s)]
+    rc, report = browser_check(comfy_server, workflow, SHOTS / f"{workflow.stem}.png", "--queue",
+                               "--help-node", HELP_NODE[workflow.stem], *args)
+    assert report["missing_node_types"] == [], report["missing_node_types"]
+    assert not report["frontend_missing_dialog"], report["dialog_text"]
+    assert all(s["changed"] >= 1 for s in report["set_widgets"] if s["name"] != "download_missing"), report["set_widgets"]
+    assert report["help"]["ok"], report["help"]
+    assert rc == 0, f"browser_check rc {rc}: {json.dumps({k: report.get(k) for k in ('queue_result', 'help')})}"
+    assert report["queue_result"] == "success"
+    cs.record_timing(f"browser_{workflow.stem}_total_s", report["total_s"])
+
+    # what the page queued really ran: the saved video is as long as the audio
+    outputs = report["queue_outputs"]
+    videos = [comfy_server.output_file(i) for out in outputs.values() for i in out.get("images", [])
+              if i["filename"].endswith(".mp4")]
+    assert len(videos) == 1, outputs
+    info = cs.probe(videos[0])
+    assert info["frames"] == cs.EXPECTED_FRAMES and info["fps"] == cs.FPS, info
+
+    # the web extension received the node's report and drew it
+    reports = report["node_reports"]
+    assert reports, "no node shows a face report (web/js/latentsync.js)"
+    assert all(r["report"]["with_face"] == cs.EXPECTED_FRAMES for r in reports), reports
+    assert all(r["text"].startswith("\u2713 face found in all") for r in reports), reports
+    assert own_console_errors(report) == []
+    assert Path(report["screenshot"]).is_file() and Path(report["screenshot_after_queue"]).is_file()
+    assert Path(report["help"]["screenshot"]).is_file()
+
+
+def test_frames_without_a_face_warn_in_the_ui(comfy_server, tmp_path):
+    """An API prompt loaded into the page (the frontend converts it), run from the page: the node shows the
+    warning and a toast says which frames had no face."""
+    prompt = tmp_path / "faceless_api.json"
+    prompt.write_text(json.dumps(cs.faceless_prompt(seed=BROWSER_SEED)))
+    rc, report = browser_check(comfy_server, prompt, SHOTS / "faceless_warning.png", "--queue")
+    assert rc == 0 and report["queue_result"] == "success", report.get("queue_result")
+    (node_report,) = [r for r in report["node_reports"] if r["type"] == "LatentSyncLipSyncImages"]
+    assert node_report["report"]["without_face"] == 4
+    assert node_report["text"].startswith("\u26a0 no face in 4 of 9 frames")
+    assert any("no face found in 4 of 9 frames" in t for t in report["toasts"]), report["toasts"]
+    assert own_console_errors(report) == []

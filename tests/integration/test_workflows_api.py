@@ -1,0 +1,78 @@
+"""Every API-format workflow in workflows/api/ queued over HTTP on the real server, with the tiny model set and the
+real media; the saved video is read back with PyAV. Plus the IMAGE path with frames that have no face."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import comfy_session as cs
+from comfy_session import EXPECTED_FRAMES, FPS, assert_success, face_reports, fresh_caches, probe, saved_videos
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+API_WORKFLOWS = sorted((REPO / "workflows" / "api").glob("*.json"))
+
+
+def test_every_shipped_workflow_has_an_api_twin():
+    ui = sorted(p.stem for p in (REPO / "workflows").glob("*.json"))
+    assert ui and ui == [p.stem for p in API_WORKFLOWS]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", API_WORKFLOWS, ids=[p.stem for p in API_WORKFLOWS])
+def test_api_workflow_runs_and_writes_the_expected_video(comfy_server, path):
+    prompt = cs.adapt_api(cs.load_json(path))
+    fresh_caches(comfy_server)
+    entry, seconds = comfy_server.run(prompt, timeout=900)
+    assert_success(entry, comfy_server)
+    cs.record_timing(f"api_{path.stem}_s", round(seconds, 1))
+
+    videos = saved_videos(entry, prompt, comfy_server)
+    assert len(videos) == 1 and videos[0].is_file(), entry["outputs"]
+    info = probe(videos[0])
+    assert info["frames"] == EXPECTED_FRAMES, info
+    assert info["fps"] == FPS, info
+    assert (info["width"], info["height"]) == (350, 350), info
+    assert info["audio_s"] == pytest.approx(EXPECTED_FRAMES / FPS, abs=0.07), info
+
+    reports = face_reports(entry)
+    assert reports, "no node reported its face statistics"
+    for r in reports:
+        assert r["frames"] == EXPECTED_FRAMES and r["with_face"] == EXPECTED_FRAMES and r["without_face"] == 0
+
+
+@pytest.mark.slow
+def test_frames_without_a_face_pass_through_unchanged(comfy_server):
+    """IMAGE + AUDIO + frame rate -> IMAGE + AUDIO with a batch [photo with a face, black frame]: the output is as
+    long as the audio (ping-pong over the 2 frames), black frames come back bit-identical, the photo keeps every
+    pixel outside the pasted face, the node warns in the log and in its UI payload."""
+    prompt = cs.faceless_prompt(seed=3)
+    entry, seconds = comfy_server.run(prompt, timeout=900)
+    assert_success(entry, comfy_server)
+    cs.record_timing("api_images_without_face_s", round(seconds, 1))
+
+    report = face_reports(entry)[0]
+    order = cs.FACELESS_ORDER
+    assert report["frames"] == EXPECTED_FRAMES
+    assert report["missing_frames"] == [i for i, src in enumerate(order) if src == 1]
+    assert report["without_face"] == 4 and "no face found in 4 of 9 frames" in report["warning"]
+    assert "no face found in 4 of 9 frames" in comfy_server.log.read_text(errors="replace")
+
+    files = [comfy_server.output_file(i) for i in entry["outputs"][cs.FACELESS_SAVE_NODE]["images"]]
+    assert len(files) == EXPECTED_FRAMES
+    photo = np.asarray(Image.open(comfy_server.input_dir / "face_astronaut_skimage.png").convert("RGB"))
+    for i, src in enumerate(order):
+        frame = np.asarray(Image.open(files[i]).convert("RGB"))
+        if src == 1:
+            assert not frame.any(), f"frame {i} (no face) was changed"
+        else:
+            changed = np.any(frame != photo, axis=-1)
+            assert changed.any(), f"frame {i}: the face was not re-generated"
+            rows, cols = np.nonzero(changed)
+            # everything changed lies in one face-sized region; the frame border is untouched
+            assert not changed[:40].any() and not changed[-40:].any() and not changed[:, :40].any()
+            assert rows.max() - rows.min() < 400 and cols.max() - cols.min() < 400
