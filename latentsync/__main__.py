@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from latentsync.hub import ModelNotFoundError
-    from latentsync.runner import run_lipsync
+    from .hub import ModelNotFoundError
+    from .runner import run_lipsync
 
     if args.steps < 1:
         print("error: --steps must be at least 1", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Named U-Net configurations (our own YAMLs in `latentsync/configs/unet/`) and the released versions."""
 from __future__ import annotations
 
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -19,7 +19,7 @@ def load_config_file(name: str) -> dict[str, Any]:
     """The whole YAML (`data`, `run`, `model` sections) of config `name`."""
     if name not in UNET_CONFIGS:
         raise ValueError(f"unknown U-Net config {name!r}; choose one of {', '.join(UNET_CONFIGS)}")
-    text = resources.files("latentsync").joinpath("configs", "unet", f"{name}.yaml").read_text(encoding="utf-8")
+    text = (Path(__file__).resolve().parent / "configs" / "unet" / f"{name}.yaml").read_text(encoding="utf-8")
     return yaml.safe_load(text)
 
 

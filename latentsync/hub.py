@@ -28,7 +28,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from latentsync.face.mask import MASK_SHA256
+from .face.mask import MASK_SHA256
 
 HF_URL = "https://huggingface.co/{repo}/resolve/main/{file}"
 MASK_URL = "https://raw.githubusercontent.com/bytedance/LatentSync/main/latentsync/utils/mask.png"
@@ -111,21 +111,25 @@ class ModelSet:
     is_tiny: bool
 
     def unet_config_dict(self) -> dict | None:
-        """The U-Net config from ``unet_config`` (flat, or nested under ``model:`` as in the official YAMLs), or
-        None when there is no config file (then the architecture is read from the checkpoint's shapes)."""
-        if self.unet_config is None:
-            return None
-        import yaml
+        """The U-Net config from ``unet_config``, or None when there is none (the architecture is then read from the
+        checkpoint's shapes)."""
+        return None if self.unet_config is None else read_unet_config(self.unet_config)
 
-        with open(self.unet_config, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-        if isinstance(data, dict) and isinstance(data.get("model"), dict):
-            data = data["model"]
-        if not isinstance(data, dict):
-            raise ValueError(f"{self.unet_config} is not a mapping of U-Net settings")
-        if isinstance(data.get("norm_eps"), str):  # YAML 1.1 reads `1e-5` (no dot) as a string
-            data["norm_eps"] = float(data["norm_eps"])
-        return data
+
+def read_unet_config(path: str | Path) -> dict:
+    """U-Net constructor settings from a YAML file: flat, or nested under ``model:`` as in the official configs."""
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    if isinstance(data, dict) and isinstance(data.get("model"), dict):
+        data = data["model"]
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a mapping of U-Net settings")
+    data = dict(data)
+    if isinstance(data.get("norm_eps"), str):  # YAML 1.1 reads `1e-5` (no dot) as a string
+        data["norm_eps"] = float(data["norm_eps"])
+    return data
 
 
 def _check_version(version: str) -> None:

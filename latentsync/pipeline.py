@@ -18,13 +18,13 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from latentsync.audio.resample import to_mono_16k
-from latentsync.audio.whisper_encoder import WhisperAudioEncoder
-from latentsync.audio.windows import as_fraction, frame_audio_windows, num_frames_for_duration
-from latentsync.face.align import FaceAligner
-from latentsync.face.selection import FaceSelector
-from latentsync.sampling.ddim import make_scheduler
-from latentsync.sampling.denoise import denoise_window, initial_noise
+from .audio.resample import to_mono_16k
+from .audio.whisper_encoder import WhisperAudioEncoder
+from .audio.windows import as_fraction, frame_audio_windows, num_frames_for_duration
+from .face.align import FaceAligner
+from .face.selection import FaceSelector
+from .sampling.ddim import make_scheduler
+from .sampling.denoise import denoise_window, initial_noise
 
 WINDOW = 16  # frames per U-Net call (the model was trained on 16-frame clips)
 LATENT_CHANNELS = 4

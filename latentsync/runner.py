@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from latentsync.config import VERSIONS
-from latentsync.pipeline import LipSyncPipeline, LipSyncResult
+from .config import VERSIONS
+from .pipeline import LipSyncPipeline, LipSyncResult
 
 Log = Callable[[str], None]
 
@@ -23,12 +23,12 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
 def build_pipeline(models: Path, version: str = "1.5", face_backend: str = "insightface", device: str = "cpu",
                    dtype: torch.dtype | None = None, download: bool = True, log: Log = print) -> tuple[LipSyncPipeline, bool]:
     """Locate (or download) every file of a model set and build the pipeline. Returns (pipeline, is_tiny)."""
-    from latentsync.audio.whisper_encoder import WhisperAudioEncoder
-    from latentsync.face.detector import create_face_detector
-    from latentsync.face.mask import load_mask
-    from latentsync.hub import locate_model_set
-    from latentsync.models.checkpoint import load_unet
-    from latentsync.vae import VAECodec, load_vae
+    from .audio.whisper_encoder import WhisperAudioEncoder
+    from .face.detector import create_face_detector
+    from .face.mask import load_mask
+    from .hub import locate_model_set
+    from .models.checkpoint import load_unet
+    from .vae import VAECodec, load_vae
 
     resolution = VERSIONS[version]["resolution"]
     dtype = dtype or default_dtype(device)
@@ -52,7 +52,7 @@ def build_pipeline(models: Path, version: str = "1.5", face_backend: str = "insi
 def run_lipsync(video: Path, audio: Path, out: Path, version: str = "1.5", models: Path = Path("models"),
                 face_backend: str = "insightface", steps: int = 20, guidance: float = 1.5, seed: int = 1247,
                 deepcache: bool = True, device: str = "cpu", download: bool = True, log: Log = print) -> LipSyncResult:
-    from latentsync.video_io import read_audio, read_video, write_video
+    from .video_io import read_audio, read_video, write_video
 
     video, audio, out = Path(video), Path(audio), Path(out)
     for p, what in ((video, "video"), (audio, "audio")):

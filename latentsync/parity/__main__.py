@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.fixture.is_file():
         print(f"fixture not found: {args.fixture}", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"latentsync.parity.{args.kind}")
+    module = importlib.import_module(f".{args.kind}", __package__)
     results = module.check(args.fixture)
     for r in results:
         print(r.line())

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from latentsync.audio.windows import (
+from ..audio.windows import (
     crop_overlap_audio_window,
     frame_audio_windows,
     official_feature2chunks,
     window_indices,
 )
-from latentsync.parity.report import Comparison, compare, load_fixture
+from .report import Comparison, compare, load_fixture
 
 
 def check(path) -> list[Comparison]:

@@ -5,9 +5,9 @@ import re
 
 import torch
 
-from latentsync.audio.whisper_encoder import WhisperAudioEncoder
-from latentsync.audio.windows import official_feature2chunks, official_num_chunks
-from latentsync.parity.report import Comparison, compare, load_fixture
+from ..audio.whisper_encoder import WhisperAudioEncoder
+from ..audio.windows import official_feature2chunks, official_num_chunks
+from .report import Comparison, compare, load_fixture
 
 LOG_MEL_TOL = 1e-5  # same torch.stft + filter bank; only summation order may differ
 FEATURE_TOL = 1e-4  # README tolerance: attention/matmul kernels reorder sums

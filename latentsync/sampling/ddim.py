@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from diffusers import DDIMScheduler
@@ -10,7 +10,7 @@ from diffusers import DDIMScheduler
 
 def scheduler_config() -> dict[str, Any]:
     """Our `latentsync/configs/scheduler_config.json` as a dict."""
-    text = resources.files("latentsync").joinpath("configs", "scheduler_config.json").read_text(encoding="utf-8")
+    text = (Path(__file__).resolve().parents[1] / "configs" / "scheduler_config.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 

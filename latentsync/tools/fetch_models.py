@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from latentsync.hub import ModelNotFoundError, locate_model_set
+from ..hub import ModelNotFoundError, locate_model_set
 
 
 def main(argv: list[str] | None = None) -> int:

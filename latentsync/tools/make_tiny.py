@@ -32,7 +32,7 @@ import torch
 import yaml
 from torch import nn
 
-from latentsync import hub
+from .. import hub
 
 UNET_TINY: dict[str, Any] = {
     "block_out_channels": [32, 32, 32, 32],
@@ -107,14 +107,14 @@ def _atomic_bytes(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def tiny_unet_config() -> dict[str, Any]:
-    from latentsync.models.unet_3d import resolve_unet_config
+    from ..models.unet_3d import resolve_unet_config
 
     return resolve_unet_config(UNET_TINY)
 
 
 def write_unet(folder: Path, generator: torch.Generator) -> Path:
-    from latentsync.models.checkpoint import save_unet_checkpoint
-    from latentsync.models.unet_3d import UNet3DConditionModel
+    from ..models.checkpoint import save_unet_checkpoint
+    from ..models.unet_3d import UNet3DConditionModel
 
     config = tiny_unet_config()
     unet = randomize_(_build(lambda: UNet3DConditionModel(**config)), generator)
@@ -126,7 +126,7 @@ def write_unet(folder: Path, generator: torch.Generator) -> Path:
 
 
 def write_whisper(path: Path, seed: int) -> Path:
-    from latentsync.audio.whisper_encoder import save_random_whisper_checkpoint
+    from ..audio.whisper_encoder import save_random_whisper_checkpoint
 
     def write(tmp: Path) -> None:
         with torch.random.fork_rng(devices=[]):
@@ -162,7 +162,7 @@ def write_mask(path: Path) -> Path:
     from PIL import Image
 
     try:
-        from latentsync.face.mask import synthetic_mouth_mask
+        from ..face.mask import synthetic_mouth_mask
     except ImportError:  # face package not importable (e.g. cv2 missing): same shape, drawn here
         synthetic_mouth_mask = _fallback_mouth_mask
     mask = synthetic_mouth_mask(256)
@@ -216,7 +216,7 @@ def make_tiny_model_set(out: str | Path, resolution: int = 256, seed: int = 0) -
     write_vae(out / hub.VAE_FOLDER, generator)
     write_whisper(out / hub.WHISPER_FILE.relpath, seed)
     write_mask(out / hub.MASK_FILE.relpath)
-    from latentsync.tools.tiny_taesd import save_random_taesd
+    from .tiny_taesd import save_random_taesd
 
     with torch.random.fork_rng(devices=[]):  # its module constructors draw from the global RNG
         save_random_taesd(out / "vae" / TAESD_NAME, seed=seed)

@@ -35,7 +35,7 @@ def browser_check(server, workflow: Path, shot: Path, *extra: str) -> tuple[int,
         pytest.skip(message)
     SHOTS.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, str(cs.HARNESS / "browser_check.py"), "--url", server.url, "--workflow", str(workflow),
-           "--screenshot", str(shot), "--timeout", "600", "--chromium", CHROMIUM, *extra]
+           "--screenshot", str(shot), "--timeout", "600", "--chromium", CHROMIUM, "--viewport", "2400x1300", *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     try:
         report = json.loads(proc.stdout)
@@ -103,3 +103,48 @@ def test_frames_without_a_face_warn_in_the_ui(comfy_server, tmp_path):
     assert node_report["text"].startswith("\u26a0 no face in 4 of 9 frames")
     assert any("no face found in 4 of 9 frames" in t for t in report["toasts"]), report["toasts"]
     assert own_console_errors(report) == []
+
+
+def test_template_browser_lists_and_opens_the_pack_workflows(comfy_server):
+    """The user's way to the examples: Templates -> Extensions -> ComfyUI-LatentSync shows every workflow in
+    workflows/ with its thumbnail; clicking one loads it with every node type known."""
+    import tempfile
+    from urllib.parse import urlparse
+
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"chromium not found at {CHROMIUM}") if os.environ.get("CI") else pytest.skip("no chromium")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    host = urlparse(comfy_server.url).hostname
+    with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="chromium-profile-") as prof:
+        ctx = p.chromium.launch_persistent_context(prof, executable_path=CHROMIUM, headless=True,
+                                                   args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+                                                   viewport={"width": 1600, "height": 1000})
+        ctx.route("**/*", lambda r: r.continue_() if urlparse(r.request.url).hostname == host
+                  or r.request.url.startswith(("data:", "blob:")) else r.abort())
+        page = ctx.pages[0] if ctx.pages else ctx.new_page()
+        page.goto(comfy_server.url + "/", wait_until="domcontentloaded", timeout=120_000)
+        page.wait_for_function("() => window.app && window.app.graph && "
+                               "Object.keys(window.LiteGraph.registered_node_types || {}).length > 50", timeout=120_000)
+        page.wait_for_timeout(1000)
+        page.evaluate("async () => { await window.app.extensionManager.command.execute('Comfy.BrowseTemplates'); }")
+        page.get_by_text(cs.PACK_NAME, exact=True).click()
+        page.wait_for_function("() => document.querySelectorAll('[data-testid^=\"template-workflow-\"] img').length >= 3"
+                               " && Array.from(document.querySelectorAll('[data-testid^=\"template-workflow-\"] img'))"
+                               ".every((i) => i.complete && i.naturalWidth > 0)", timeout=30_000)
+        cards = page.evaluate("() => Array.from(document.querySelectorAll('[data-testid^=\"template-workflow-\"]'))"
+                              ".map((c) => c.dataset.testid.replace('template-workflow-', ''))")
+        page.screenshot(path=str(SHOTS / "template_browser.png"))
+        assert sorted(cards) == sorted(p.stem for p in UI_WORKFLOWS)
+        page.click('[data-testid="template-workflow-latentsync_video"]')
+        page.wait_for_function("() => window.app.graph._nodes.some((n) => n.type === 'LatentSyncLipSyncVideo')",
+                               timeout=30_000)
+        types = page.evaluate("() => window.app.graph._nodes.map((n) => [n.type,"
+                              " !!window.LiteGraph.registered_node_types[n.type]])")
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(SHOTS / "template_opened.png"))
+        ctx.close()
+    assert sorted(t for t, _ in types) == sorted(n["type"] for n in cs.load_json(REPO / "workflows" /
+                                                                             "latentsync_video.json")["nodes"])
+    assert all(known for _, known in types)

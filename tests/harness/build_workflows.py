@@ -52,18 +52,18 @@ Frames without a face are passed through unchanged (a warning shows on the node)
 
 def loaders(x: int, y: int) -> list[dict]:
     return [
-        {"id": "model", "type": "LatentSyncModelLoader", "pos": [x, y],
+        {"id": "model", "type": "LatentSyncModelLoader", "pos": [x, y], "size": [330, 160],
          "widgets": {"checkpoint": "v1.5/latentsync_unet.pt", "version": "auto", "dtype": "auto",
                      "download_missing": True}},
-        {"id": "vae", "type": "VAELoader", "pos": [x, y + 190], "widgets": {"vae_name": VAE}},
-        {"id": "whisper", "type": "LatentSyncWhisperLoader", "pos": [x, y + 300],
+        {"id": "vae", "type": "VAELoader", "pos": [x, y + 200], "size": [330, 60], "widgets": {"vae_name": VAE}},
+        {"id": "whisper", "type": "LatentSyncWhisperLoader", "pos": [x, y + 300], "size": [330, 90],
          "widgets": {"whisper": "whisper/tiny.pt", "download_missing": True}},
-        {"id": "faces_loader", "type": "LatentSyncFaceAnalyzerLoader", "pos": [x, y + 440],
+        {"id": "faces_loader", "type": "LatentSyncFaceAnalyzerLoader", "pos": [x, y + 430], "size": [330, 90],
          "widgets": {"backend": "insightface", "download_missing": True}},
     ]
 
 
-def note(x: int, y: int, text: str = MODELS_NOTE, size=(420, 420)) -> dict:
+def note(x: int, y: int, text: str = MODELS_NOTE, size=(400, 560)) -> dict:
     return {"id": "note", "type": "MarkdownNote", "pos": [x, y], "size": list(size), "widgets": {"text": text}}
 
 
@@ -71,12 +71,12 @@ WORKFLOWS = {
     # (a) one node: VIDEO + AUDIO -> VIDEO with ComfyUI's own Load Video / Load Audio / Save Video
     "latentsync_video": {
         "nodes": [
-            note(-480, 0),
-            {"id": "video", "type": "LoadVideo", "pos": [0, 0], "widgets": {"file": VIDEO}},
-            {"id": "audio", "type": "LoadAudio", "pos": [0, 420], "widgets": {"audio": SPEECH}},
-            *loaders(380, 0),
-            {"id": "sync", "type": "LatentSyncLipSyncVideo", "pos": [780, 0], "widgets": SAMPLING},
-            {"id": "save", "type": "SaveVideo", "pos": [1180, 0],
+            note(0, 0),
+            {"id": "video", "type": "LoadVideo", "pos": [440, 0], "widgets": {"file": VIDEO}},
+            {"id": "audio", "type": "LoadAudio", "pos": [440, 420], "widgets": {"audio": SPEECH}},
+            *loaders(800, 0),
+            {"id": "sync", "type": "LatentSyncLipSyncVideo", "pos": [1180, 0], "widgets": SAMPLING},
+            {"id": "save", "type": "SaveVideo", "pos": [1580, 0], "size": [360, 420],
              "widgets": {"filename_prefix": "video/LatentSync", "format": "auto", "codec": "auto"}},
         ],
         "links": [
@@ -90,23 +90,23 @@ WORKFLOWS = {
     # (b) the modular graph: one node per stage, ordinary ComfyUI types in between
     "latentsync_modular": {
         "nodes": [
-            note(-480, 0),
-            {"id": "video", "type": "LoadVideo", "pos": [0, 0], "widgets": {"file": VIDEO}},
-            {"id": "components", "type": "GetVideoComponents", "pos": [0, 420]},
-            {"id": "audio", "type": "LoadAudio", "pos": [0, 560], "widgets": {"audio": SPEECH}},
-            *loaders(0, 760),
-            {"id": "loop", "type": "LatentSyncLoopToAudio", "pos": [400, 420]},
-            {"id": "detect", "type": "LatentSyncDetectFaces", "pos": [400, 640],
+            note(0, 0),
+            {"id": "video", "type": "LoadVideo", "pos": [440, 0], "widgets": {"file": VIDEO}},
+            {"id": "components", "type": "GetVideoComponents", "pos": [440, 420]},
+            {"id": "audio", "type": "LoadAudio", "pos": [440, 560], "widgets": {"audio": SPEECH}},
+            *loaders(800, 0),
+            {"id": "loop", "type": "LatentSyncLoopToAudio", "pos": [1170, 0], "size": [330, 130]},
+            {"id": "detect", "type": "LatentSyncDetectFaces", "pos": [1170, 180], "size": [330, 170],
              "widgets": {"face_selection": "largest", "face_index": 0}},
-            {"id": "preview", "type": "PreviewImage", "pos": [400, 900], "size": [300, 300]},
-            {"id": "embed", "type": "LatentSyncAudioEmbeddings", "pos": [780, 0]},
-            {"id": "encode", "type": "LatentSyncMaskLatents", "pos": [780, 240]},
-            {"id": "sampler", "type": "LatentSyncSampler", "pos": [780, 420],
+            {"id": "preview", "type": "PreviewImage", "pos": [1170, 400], "size": [330, 300]},
+            {"id": "embed", "type": "LatentSyncAudioEmbeddings", "pos": [1540, 0], "size": [330, 150]},
+            {"id": "encode", "type": "LatentSyncMaskLatents", "pos": [1540, 200], "size": [330, 80]},
+            {"id": "sampler", "type": "LatentSyncSampler", "pos": [1540, 330], "size": [330, 260],
              "widgets": {k: v for k, v in SAMPLING.items()}},
-            {"id": "decode", "type": "LatentSyncDecode", "pos": [1160, 0]},
-            {"id": "paste", "type": "LatentSyncPasteFaces", "pos": [1160, 180]},
-            {"id": "create", "type": "CreateVideo", "pos": [1160, 380]},
-            {"id": "save", "type": "SaveVideo", "pos": [1520, 0],
+            {"id": "decode", "type": "LatentSyncDecode", "pos": [1910, 0], "size": [300, 100]},
+            {"id": "paste", "type": "LatentSyncPasteFaces", "pos": [1910, 150], "size": [300, 100]},
+            {"id": "create", "type": "CreateVideo", "pos": [1910, 300], "size": [300, 100]},
+            {"id": "save", "type": "SaveVideo", "pos": [2250, 0], "size": [360, 420],
              "widgets": {"filename_prefix": "video/LatentSync_modular", "format": "auto", "codec": "auto"}},
         ],
         "links": [
@@ -134,14 +134,14 @@ WORKFLOWS = {
     # (c) IMAGE batch + AUDIO + frame rate -> IMAGE + AUDIO
     "latentsync_image_batch": {
         "nodes": [
-            note(-480, 0),
-            {"id": "video", "type": "LoadVideo", "pos": [0, 0], "widgets": {"file": VIDEO}},
-            {"id": "components", "type": "GetVideoComponents", "pos": [0, 420]},
-            {"id": "audio", "type": "LoadAudio", "pos": [0, 560], "widgets": {"audio": SPEECH}},
-            *loaders(380, 0),
-            {"id": "sync", "type": "LatentSyncLipSyncImages", "pos": [780, 0], "widgets": SAMPLING},
-            {"id": "create", "type": "CreateVideo", "pos": [1180, 0]},
-            {"id": "save", "type": "SaveVideo", "pos": [1180, 200],
+            note(0, 0),
+            {"id": "video", "type": "LoadVideo", "pos": [440, 0], "widgets": {"file": VIDEO}},
+            {"id": "components", "type": "GetVideoComponents", "pos": [440, 420]},
+            {"id": "audio", "type": "LoadAudio", "pos": [440, 560], "widgets": {"audio": SPEECH}},
+            *loaders(800, 0),
+            {"id": "sync", "type": "LatentSyncLipSyncImages", "pos": [1180, 0], "widgets": SAMPLING},
+            {"id": "create", "type": "CreateVideo", "pos": [1580, 0], "size": [300, 100]},
+            {"id": "save", "type": "SaveVideo", "pos": [1580, 150], "size": [360, 420],
              "widgets": {"filename_prefix": "video/LatentSync_images", "format": "auto", "codec": "auto"}},
         ],
         "links": [
@@ -197,12 +197,44 @@ async (spec) => {
 """
 
 
+def write_thumbnail(page, workflow: dict, path: Path, size=(640, 360)) -> None:
+    """The saved workflow as the frontend draws it (fit to view), cropped to the graph, as a small JPEG."""
+    from PIL import Image
+
+    page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
+    page.evaluate("async () => { await window.app.extensionManager.command.execute('Comfy.Canvas.FitView'); }")
+    page.wait_for_timeout(800)
+    box = page.evaluate("""() => {
+      const c = window.app.canvas, ds = c.ds, nodes = window.app.graph._nodes;
+      let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+      for (const n of nodes) {
+        x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - 30);
+        x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
+      }
+      const r = c.canvas.getBoundingClientRect();
+      const sx = (x) => r.left + (x + ds.offset[0]) * ds.scale, sy = (y) => r.top + (y + ds.offset[1]) * ds.scale;
+      return {x: sx(x0) - 10, y: sy(y0) - 10, width: sx(x1) - sx(x0) + 20, height: sy(y1) - sy(y0) + 20};
+    }""")
+    tmp = path.with_suffix(".png.part")
+    page.screenshot(path=str(tmp), clip=box, type="png")
+    with Image.open(tmp) as im:
+        im = im.convert("RGB")
+        im.thumbnail((size[0] * 2, size[1] * 2))
+        canvas = Image.new("RGB", size, (32, 32, 32))
+        im.thumbnail(size, Image.LANCZOS)
+        canvas.paste(im, ((size[0] - im.width) // 2, (size[1] - im.height) // 2))
+        canvas.save(path, "JPEG", quality=85, optimize=True)
+    tmp.unlink()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", required=True)
     ap.add_argument("--out", default=str(REPO / "workflows"))
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--chromium", default=os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+    ap.add_argument("--no-thumbnails", action="store_true",
+                    help="do not write <name>.jpg (the template browser's thumbnail of each workflow)")
     a = ap.parse_args()
     out = Path(a.out)
     (out / "api").mkdir(parents=True, exist_ok=True)
@@ -210,7 +242,8 @@ def main() -> int:
     rc = 0
     with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="chromium-profile-") as prof:
         ctx = p.chromium.launch_persistent_context(prof, executable_path=a.chromium, headless=True,
-                                                   args=CHROMIUM_ARGS, viewport={"width": 1600, "height": 1000})
+                                                   args=CHROMIUM_ARGS, viewport={"width": 2400, "height": 1300})
+        ctx.add_init_script("try { localStorage.setItem('vueNodesBannerDismissed', 'true'); } catch (e) {}")
         ctx.route("**/*", lambda r: r.continue_() if urlparse(r.request.url).hostname in (host, "localhost",
                   "127.0.0.1") or r.request.url.startswith(("data:", "blob:")) else r.abort())
         page = ctx.pages[0] if ctx.pages else ctx.new_page()
@@ -230,10 +263,12 @@ def main() -> int:
                 continue
             wf = json.loads(res["workflow"])
             api = json.loads(res["api"])
-            wf.setdefault("extra", {})["ds"] = {"scale": 0.75, "offset": [520, 40]}
+            wf.setdefault("extra", {})["ds"] = {"scale": 0.55, "offset": [40, 60]}
             (out / f"{name}.json").write_text(json.dumps(wf, indent=2) + "\n", encoding="utf-8")
             (out / "api" / f"{name}.json").write_text(json.dumps(api, indent=2) + "\n", encoding="utf-8")
             print(f"{name}: {len(wf['nodes'])} nodes, {len(wf['links'])} links, {len(api)} API nodes")
+            if not a.no_thumbnails:
+                write_thumbnail(page, wf, out / f"{name}.jpg")
         ctx.close()
     return rc
 

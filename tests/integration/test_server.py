@@ -96,6 +96,10 @@ def test_workflow_templates_are_listed_and_served(comfy_server):
         status, text = _get_text(f"{comfy_server.url}/api/workflow_templates/{comfy_session.PACK_NAME}/{name}.json")
         assert status == 200
         assert json.loads(text) == json.loads((REPO / "workflows" / f"{name}.json").read_text())
+        # the template browser shows /api/workflow_templates/<pack>/<name>.jpg as the thumbnail
+        with urllib.request.urlopen(f"{comfy_server.url}/api/workflow_templates/{comfy_session.PACK_NAME}/{name}.jpg",
+                                    timeout=30) as r:
+            assert r.status == 200 and r.headers["Content-Type"] == "image/jpeg" and r.read(3) == b"\xff\xd8\xff"
 
 
 def test_help_pages_and_web_extension_are_served(comfy_server):

@@ -22,6 +22,25 @@ def test_every_shipped_workflow_has_an_api_twin():
     assert ui and ui == [p.stem for p in API_WORKFLOWS]
 
 
+FRONTEND_ONLY = {"MarkdownNote", "Note", "Reroute", "PrimitiveNode"}
+
+
+@pytest.mark.parametrize("path", API_WORKFLOWS, ids=[p.stem for p in API_WORKFLOWS])
+def test_api_twin_is_the_same_graph_as_the_ui_workflow(path):
+    """Same nodes (minus frontend-only notes), same class types, same links."""
+    ui = cs.load_json(REPO / "workflows" / path.name)
+    api = cs.load_json(path)
+    nodes = {str(n["id"]): n for n in ui["nodes"] if n["type"] not in FRONTEND_ONLY}
+    assert {k: n["type"] for k, n in nodes.items()} == {k: v["class_type"] for k, v in api.items()}
+    ui_links = set()
+    for _link_id, src, src_slot, dst, dst_slot, _type in ui["links"]:
+        name = nodes[str(dst)]["inputs"][dst_slot]["name"]
+        ui_links.add((str(dst), name, str(src), src_slot))
+    api_links = {(k, name, v[0], v[1]) for k, node in api.items() for name, v in node["inputs"].items()
+                 if isinstance(v, list)}
+    assert ui_links == api_links
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", API_WORKFLOWS, ids=[p.stem for p in API_WORKFLOWS])
 def test_api_workflow_runs_and_writes_the_expected_video(comfy_server, path):

@@ -1,0 +1,63 @@
+"""Detect & align faces: IMAGE frames -> aligned faces (+ IMAGE of the crops, MASK of the face region)."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..latentsync.face.align import FaceAligner
+from ..latentsync.face.selection import FaceSelector
+from ..latentsync.pipeline import detect_and_align
+
+from . import runtime
+from .types import (FaceAnalyzer, Faces, FaceTrack, LatentSyncModel, face_region_mask, image_to_uint8,
+                    uint8_to_image)
+
+SELECTION_MODES = ["largest", "index"]
+
+
+def detect_faces(analyzer, model, images, face_selection: str = "largest", face_index: int = 0,
+                 progress: runtime.Progress | None = None) -> FaceTrack:
+    frames = image_to_uint8(images)
+    selector = FaceSelector(mode=face_selection, index=int(face_index))
+    aligner = FaceAligner(model.resolution, device=runtime.torch_device())
+    progress = progress or runtime.Progress(frames.shape[0])
+    aligned = detect_and_align(frames, analyzer.detector, aligner, selector, progress=progress)
+    return FaceTrack(aligned=aligned, mask=model.mask, version=model.version)
+
+
+class LatentSyncDetectFaces(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LatentSyncDetectFaces",
+            display_name="LatentSync Detect & Align Faces",
+            category="LatentSync",
+            description="Finds one face per frame and warps it to LatentSync's face template. Frames without a face "
+                        "are marked and later passed through unchanged.",
+            inputs=[
+                FaceAnalyzer.Input("face_analyzer", tooltip="From Load LatentSync Face Analyzer."),
+                LatentSyncModel.Input("model", tooltip="The LatentSync model: sets the crop resolution (256 for "
+                                                       "1.5, 512 for 1.6) and the mouth mask."),
+                io.Image.Input("images", tooltip="Video frames (an IMAGE batch, in playback order)."),
+                io.Combo.Input("face_selection", options=SELECTION_MODES, default="largest",
+                               tooltip="Which face when there are several: the largest, or the n-th from the left "
+                                       "(face_index). The chosen person is then tracked across frames."),
+                io.Int.Input("face_index", default=0, min=0, max=64,
+                             tooltip="With face_selection = index: 0 is the leftmost face."),
+            ],
+            outputs=[
+                Faces.Output(display_name="faces", tooltip="Aligned faces: crops, matrices, boxes, face flags."),
+                io.Image.Output(display_name="aligned", tooltip="The aligned face crops (grey where no face)."),
+                io.Mask.Output(display_name="face_mask", tooltip="Region each face is pasted back into, in frame "
+                                                                 "coordinates (0 where no face)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, face_analyzer, model, images, face_selection, face_index) -> io.NodeOutput:
+        track = detect_faces(face_analyzer, model, images, face_selection, face_index)
+        ui, _warning = runtime.face_report(track.aligned.has_face)
+        mask = face_region_mask(track.aligned, runtime.torch_device())
+        return io.NodeOutput(track, uint8_to_image(track.aligned.faces), mask, ui=ui)
+
+
+NODES = [LatentSyncDetectFaces]

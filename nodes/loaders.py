@@ -1,0 +1,391 @@
+"""Loader nodes: the LatentSync U-Net (+ mouth mask), Whisper, the face analyzer, and a fallback VAE loader for a
+diffusers folder (ComfyUI's own Load VAE is the normal way to get the VAE).
+
+Files live in ComfyUI's model folders: `models/latentsync/` (registered with `folder_paths`, so extra_model_paths
+work) and `models/insightface/` (shared with other packs). Official files that are missing are downloaded on demand
+through `latentsync.hub` (into ComfyUI's models folder), unless switched off.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from comfy_api.latest import io
+
+from . import runtime
+from .runtime import LOG, MODEL_CACHE
+from .types import FaceAnalyzer, LatentSyncModel, LoadedFaceAnalyzer, LoadedLatentSync, LoadedWhisper, WhisperModel
+
+OFFICIAL_UNETS = {"v1.5/latentsync_unet.pt": "1.5", "v1.6/latentsync_unet.pt": "1.6"}
+OFFICIAL_WHISPER = "whisper/tiny.pt"
+MASK_NAME = "mask.png"
+VERSION_CHOICES = ["auto", "1.5", "1.6"]
+DTYPE_CHOICES = ["auto", "fp16", "bf16", "fp32"]
+FACE_BACKENDS = ["insightface", "offline"]
+
+
+def _resolution(version: str) -> int:
+    from ..latentsync.config import VERSIONS  # noqa: PLC0415
+
+    entry = VERSIONS[version]
+    return int(entry["resolution"] if isinstance(entry, dict) else entry)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# file lists (what the combos offer)
+
+
+def unet_choices() -> list[str]:
+    """Every U-Net file under models/latentsync (not the Whisper ones), plus the official names (downloadable)."""
+    found = [n for n in runtime.list_files(runtime.LATENTSYNC_FOLDER)
+             if not n.startswith("whisper/") and "syncnet" not in n.lower()]  # the repo's SyncNet is not a U-Net
+    return list(OFFICIAL_UNETS) + sorted(set(found) - set(OFFICIAL_UNETS))
+
+
+def whisper_choices() -> list[str]:
+    found = [n for n in runtime.list_files(runtime.LATENTSYNC_FOLDER, (".pt",)) if n.startswith("whisper/")]
+    return [OFFICIAL_WHISPER] + sorted(set(found) - {OFFICIAL_WHISPER})
+
+
+def diffusers_vae_choices() -> list[str]:
+    """Sub-folders of models/vae (and models/diffusers) that hold a diffusers AutoencoderKL."""
+    names = set()
+    for folder_name in ("vae", "diffusers"):
+        for root in runtime.folder_roots(folder_name):
+            if not os.path.isdir(root):
+                continue
+            for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                if "config.json" in filenames and any(
+                    f in filenames for f in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+                ):
+                    rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
+                    if rel != ".":
+                        names.add(rel)
+    return sorted(names)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# locating files
+
+
+def _models_root_of(path: str) -> Path:
+    """The models root holding `.../latentsync/<file>` (the parent of the latentsync folder that contains it)."""
+    p = Path(path).resolve()
+    for root in runtime.folder_roots(runtime.LATENTSYNC_FOLDER):
+        if runtime.inside(root, str(p)) or runtime.inside(os.path.realpath(root), str(p)):
+            return Path(root).parent
+    return Path(runtime.default_models_root())
+
+
+def _is_tiny(models_root: Path) -> bool:
+    from ..latentsync import hub  # noqa: PLC0415
+
+    return hub.is_tiny_set(models_root)
+
+
+def locate_latentsync_file(name: str, official, download: bool) -> str:
+    """Full path of `name` in models/latentsync; an official file that is missing is downloaded (hub)."""
+    path = runtime.find_in_folder(runtime.LATENTSYNC_FOLDER, name)
+    if path is not None:
+        return path
+    folders = ", ".join(runtime.folder_roots(runtime.LATENTSYNC_FOLDER))
+    if official is None:
+        raise FileNotFoundError(f"LatentSync: {name!r} not found in the latentsync model folders ({folders})")
+    from ..latentsync import hub  # noqa: PLC0415
+
+    root = Path(runtime.default_models_root())
+    if _is_tiny(root):
+        download = False
+    LOG.info("LatentSync: %s is missing; %s", name, "downloading it" if download else "download is off")
+    return str(hub.locate_file(root, official, download=download,
+                               no_download_reason="download_missing is off in the loader node"))
+
+
+def locate_mask(models_root: Path, resolution: int, download: bool) -> torch.Tensor:
+    from ..latentsync import hub  # noqa: PLC0415
+    from ..latentsync.face.mask import load_mask  # noqa: PLC0415
+
+    candidate = models_root / "latentsync" / MASK_NAME
+    path = candidate if candidate.is_file() else runtime.find_in_folder(runtime.LATENTSYNC_FOLDER, MASK_NAME)
+    if path is None:
+        root = Path(runtime.default_models_root())
+        path = hub.locate_file(root, hub.MASK_FILE, download=download and not _is_tiny(root),
+                               no_download_reason="download_missing is off in the loader node")
+    return load_mask(path, resolution)
+
+
+def read_unet_config(path: str) -> dict | None:
+    """Our own U-Net config beside the weights (tiny or custom sets); None: the architecture is read from shapes."""
+    from ..latentsync import hub  # noqa: PLC0415
+
+    cfg = Path(path).with_name(hub.UNET_CONFIG_NAME)
+    return hub.read_unet_config(cfg) if cfg.is_file() else None
+
+
+def resolve_version(choice: str, name: str) -> str:
+    """'auto': from the file's folder name (v1.5/..., v1.6/...); otherwise the choice."""
+    if choice != "auto":
+        if choice not in VERSION_CHOICES:
+            raise ValueError(f"unknown version {choice!r}")
+        return choice
+    parts = [p.lower() for p in name.replace("\\", "/").split("/")]
+    for version in ("1.6", "1.5"):
+        if any(p in (f"v{version}", version, f"latentsync-{version}", f"latentsync_{version}") for p in parts[:-1]):
+            return version
+        if version in parts[-1]:
+            return version
+    LOG.warning("LatentSync: cannot tell the version of %s from its name; assuming 1.5 (choose it in the loader)",
+                name)
+    return "1.5"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# loading
+
+
+def load_latentsync(checkpoint: str, version: str = "auto", dtype: str = "auto",
+                    download_missing: bool = True) -> LoadedLatentSync:
+    from ..latentsync.models.checkpoint import load_unet  # noqa: PLC0415
+
+    runtime.check_relative(checkpoint)
+    official_version = OFFICIAL_UNETS.get(checkpoint)
+    official = None
+    if official_version is not None:
+        from ..latentsync import hub  # noqa: PLC0415
+
+        official = hub.unet_file(official_version)
+    path = locate_latentsync_file(checkpoint, official, download_missing)
+    ver = resolve_version(version, checkpoint)
+    resolution = _resolution(ver)
+    device = runtime.torch_device()
+    torch_dtype = runtime.pick_dtype(dtype, device)
+    key = ("LatentSync U-Net", runtime.ModelCache.stamp(path), ver, str(torch_dtype))
+
+    def load() -> LoadedLatentSync:
+        models_root = _models_root_of(path)
+        config = read_unet_config(path)
+        LOG.info("LatentSync: loading U-Net %s (version %s, %s)", path, ver, torch_dtype)
+        unet = load_unet(path, config=config, device=runtime.offload_device(), dtype=torch_dtype).eval()
+        unet.requires_grad_(False)
+        mask = locate_mask(models_root, resolution, download_missing)
+        tiny = _is_tiny(models_root)
+        if tiny:
+            LOG.warning("LatentSync: %s is a TINY RANDOM model set: the pipeline runs, the mouth is noise", models_root)
+        patcher = runtime.make_patcher(runtime.UNetHolder(unet))
+        return LoadedLatentSync(patcher=patcher, version=ver, resolution=resolution, mask=mask,
+                                dtype=torch_dtype, path=path, is_tiny=tiny)
+
+    return MODEL_CACHE.get_or_load(key, load)
+
+
+def load_whisper(name: str, download_missing: bool = True) -> LoadedWhisper:
+    from ..latentsync.audio.whisper_encoder import WhisperAudioEncoder  # noqa: PLC0415
+
+    runtime.check_relative(name)
+    official = None
+    if name == OFFICIAL_WHISPER:
+        from ..latentsync import hub  # noqa: PLC0415
+
+        official = hub.WHISPER_FILE
+    path = locate_latentsync_file(name, official, download_missing)
+    device = runtime.torch_device()
+    # fp16 on GPUs as the official pipeline, fp32 on the CPU
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    key = ("Whisper", runtime.ModelCache.stamp(path), str(dtype))
+
+    def load() -> LoadedWhisper:
+        LOG.info("LatentSync: loading Whisper %s", path)
+        encoder = WhisperAudioEncoder.from_file(path, device=runtime.offload_device(), dtype=dtype)
+        return LoadedWhisper(patcher=runtime.make_patcher(runtime.WhisperHolder(encoder)), path=path)
+
+    return MODEL_CACHE.get_or_load(key, load)
+
+
+def insightface_dir(download: bool) -> Path:
+    """models/insightface/models/buffalo_l in any registered insightface folder; downloaded when missing."""
+    from ..latentsync import hub  # noqa: PLC0415
+
+    for root in runtime.folder_roots(runtime.INSIGHTFACE_FOLDER):
+        pack = Path(root) / "models" / hub.INSIGHTFACE_PACK
+        if all((pack / f).is_file() for f in hub.INSIGHTFACE_FILES):
+            return pack
+    return hub.locate_insightface(runtime.default_models_root(), download=download)
+
+
+def load_face_analyzer(backend: str, download_missing: bool = True) -> LoadedFaceAnalyzer:
+    from ..latentsync.face.detector import create_face_detector  # noqa: PLC0415
+
+    if backend not in FACE_BACKENDS:
+        raise ValueError(f"unknown face backend {backend!r}; choose one of {FACE_BACKENDS}")
+    device = "cuda" if runtime.torch_device().type == "cuda" else "cpu"
+    models_dir = insightface_dir(download_missing) if backend == "insightface" else None
+    key = ("face analyzer", backend, str(models_dir), device)
+
+    def load() -> LoadedFaceAnalyzer:
+        LOG.info("LatentSync: loading face analyzer %s%s", backend, f" from {models_dir}" if models_dir else "")
+        return LoadedFaceAnalyzer(detector=create_face_detector(backend, models_dir=models_dir, device=device),
+                                  backend=backend)
+
+    return MODEL_CACHE.get_or_load(key, load)
+
+
+def diffusers_to_ldm_config(config: dict) -> dict:
+    """A diffusers AutoencoderKL config.json -> ComfyUI's (LDM) AutoencoderKL params."""
+    widths = [int(c) for c in config.get("block_out_channels", [128, 256, 512, 512])]
+    if int(config.get("norm_num_groups", 32)) != 32 or any(w % 32 for w in widths):
+        raise ValueError("ComfyUI's VAE needs norm_num_groups 32 and block widths that are multiples of 32; "
+                         f"this VAE has {config.get('norm_num_groups')} groups and widths {widths}")
+    ch = widths[0]
+    if any(w % ch for w in widths):
+        raise ValueError(f"block widths {widths} are not multiples of the first one")
+    latent = int(config.get("latent_channels", 4))
+    ddconfig = {
+        "double_z": True, "z_channels": latent, "resolution": int(config.get("sample_size", 256)),
+        "in_channels": int(config.get("in_channels", 3)), "out_ch": int(config.get("out_channels", 3)),
+        "ch": ch, "ch_mult": [w // ch for w in widths], "num_res_blocks": int(config.get("layers_per_block", 2)),
+        "attn_resolutions": [], "dropout": 0.0,
+    }
+    return {"params": {"ddconfig": ddconfig, "embed_dim": latent}}
+
+
+def load_diffusers_vae(name: str):
+    """A diffusers VAE folder as ComfyUI's own `VAE` object (keys converted by ComfyUI, widths from config.json)."""
+    import comfy.sd  # noqa: PLC0415
+    import comfy.utils  # noqa: PLC0415
+
+    runtime.check_relative(name)
+    folder = None
+    for folder_name in ("vae", "diffusers"):
+        folder = runtime.find_in_folder(folder_name, name, want_dir=True)
+        if folder is not None:
+            break
+    if folder is None:
+        raise FileNotFoundError(f"LatentSync: VAE folder {name!r} not found in models/vae or models/diffusers")
+    weights = next((os.path.join(folder, f) for f in ("diffusion_pytorch_model.safetensors",
+                                                       "diffusion_pytorch_model.bin")
+                    if os.path.isfile(os.path.join(folder, f))), None)
+    if weights is None:
+        raise FileNotFoundError(f"LatentSync: {folder} has no diffusion_pytorch_model.safetensors/.bin")
+    key = ("VAE", runtime.ModelCache.stamp(weights))
+
+    def load():
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+        sd = comfy.utils.load_torch_file(weights, safe_load=True)
+        LOG.info("LatentSync: loading diffusers VAE %s", folder)
+        return comfy.sd.VAE(sd=sd, config=diffusers_to_ldm_config(config))
+
+    return MODEL_CACHE.get_or_load(key, load)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# nodes
+
+
+class LatentSyncModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        choices = unet_choices()
+        return io.Schema(
+            node_id="LatentSyncModelLoader",
+            display_name="Load LatentSync Model",
+            category="LatentSync",
+            description="Loads the LatentSync 3-D U-Net and the mouth mask from models/latentsync. "
+                        "Official files that are missing are downloaded from Hugging Face.",
+            inputs=[
+                io.Combo.Input("checkpoint", options=choices, default=choices[0],
+                               tooltip="U-Net file in models/latentsync. v1.5 (256 px faces) and v1.6 (512 px) are "
+                                       "downloaded when missing."),
+                io.Combo.Input("version", options=VERSION_CHOICES, default="auto",
+                               tooltip="LatentSync version: auto reads it from the folder name (v1.5/, v1.6/). "
+                                       "It sets the face resolution (1.5: 256, 1.6: 512)."),
+                io.Combo.Input("dtype", options=DTYPE_CHOICES, default="auto",
+                               tooltip="Weight precision. auto: fp16 on most GPUs, fp32 on the CPU."),
+                io.Boolean.Input("download_missing", default=True,
+                                 tooltip="Download the official file (and mask.png) when it is not in the models "
+                                         "folder."),
+            ],
+            outputs=[LatentSyncModel.Output(display_name="model")],
+        )
+
+    @classmethod
+    def execute(cls, checkpoint, version, dtype, download_missing) -> io.NodeOutput:
+        return io.NodeOutput(load_latentsync(checkpoint, version, dtype, download_missing))
+
+
+class LatentSyncWhisperLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        choices = whisper_choices()
+        return io.Schema(
+            node_id="LatentSyncWhisperLoader",
+            display_name="Load LatentSync Whisper",
+            category="LatentSync",
+            description="Loads the Whisper tiny encoder (models/latentsync/whisper/tiny.pt) that LatentSync uses "
+                        "for its audio features.",
+            inputs=[
+                io.Combo.Input("whisper", options=choices, default=choices[0],
+                               tooltip="OpenAI Whisper checkpoint under models/latentsync/whisper/ (tiny.pt is "
+                                       "downloaded when missing)."),
+                io.Boolean.Input("download_missing", default=True,
+                                 tooltip="Download whisper/tiny.pt from the LatentSync repository when missing."),
+            ],
+            outputs=[WhisperModel.Output(display_name="whisper")],
+        )
+
+    @classmethod
+    def execute(cls, whisper, download_missing) -> io.NodeOutput:
+        return io.NodeOutput(load_whisper(whisper, download_missing))
+
+
+class LatentSyncFaceAnalyzerLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LatentSyncFaceAnalyzerLoader",
+            display_name="Load LatentSync Face Analyzer",
+            category="LatentSync",
+            description="Face detector with landmarks used to align faces: InsightFace buffalo_l (official, from "
+                        "models/insightface) or an offline RetinaFace that needs no download.",
+            inputs=[
+                io.Combo.Input("backend", options=FACE_BACKENDS, default="insightface",
+                               tooltip="insightface: the official detector (models/insightface/models/buffalo_l, "
+                                       "shared with other packs). offline: RetinaFace shipped in a pip wheel, "
+                                       "approximate landmarks."),
+                io.Boolean.Input("download_missing", default=True,
+                                 tooltip="Download buffalo_l with insightface's own downloader when missing."),
+            ],
+            outputs=[FaceAnalyzer.Output(display_name="face_analyzer")],
+        )
+
+    @classmethod
+    def execute(cls, backend, download_missing) -> io.NodeOutput:
+        return io.NodeOutput(load_face_analyzer(backend, download_missing))
+
+
+class LatentSyncVAELoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LatentSyncVAELoader",
+            display_name="Load VAE (diffusers folder)",
+            category="LatentSync",
+            description="Fallback for a VAE stored as a diffusers folder (config.json + diffusion_pytorch_model). "
+                        "Use ComfyUI's Load VAE for single files such as vae-ft-mse-840000-ema-pruned.safetensors.",
+            inputs=[
+                io.Combo.Input("vae_folder", options=diffusers_vae_choices(),
+                               tooltip="A sub-folder of models/vae or models/diffusers holding a diffusers "
+                                       "AutoencoderKL (e.g. sd-vae-ft-mse)."),
+            ],
+            outputs=[io.Vae.Output(display_name="vae")],
+        )
+
+    @classmethod
+    def execute(cls, vae_folder) -> io.NodeOutput:
+        return io.NodeOutput(load_diffusers_vae(vae_folder))
+
+
+NODES = [LatentSyncModelLoader, LatentSyncWhisperLoader, LatentSyncFaceAnalyzerLoader, LatentSyncVAELoader]

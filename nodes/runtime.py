@@ -1,0 +1,341 @@
+"""ComfyUI runtime adapters: model folders and safe paths, devices and offloading (ModelPatcher), progress + Cancel,
+ComfyUI's VAE as the library's encode/decode codec, and the loaders' small model cache.
+
+Everything ComfyUI-specific the library needs goes through here; nothing outside the pack's own state is changed
+except adding our model folders to `folder_paths` (added, never replacing what the user configured).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.utils
+import folder_paths
+import torch
+
+LOG = logging.getLogger("LatentSync")
+SCALING_FACTOR = 0.18215  # latentsync.vae.SCALING_FACTOR (not imported: that module pulls in diffusers)
+
+LATENTSYNC_FOLDER = "latentsync"
+INSIGHTFACE_FOLDER = "insightface"
+MODEL_EXTENSIONS = (".pt", ".pth", ".safetensors", ".ckpt", ".bin")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# model folders and paths
+
+
+def register_model_folders() -> None:
+    """Add `models/latentsync` and `models/insightface` to ComfyUI's model folders (idempotent, additive)."""
+    for name in (LATENTSYNC_FOLDER, INSIGHTFACE_FOLDER):
+        folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
+
+
+def folder_roots(folder_name: str) -> list[str]:
+    try:
+        return folder_paths.get_folder_paths(folder_name)
+    except KeyError:
+        return []
+
+
+def default_models_root() -> str:
+    """Where downloads go: ComfyUI's models folder (the hub layout puts files under <root>/latentsync/...)."""
+    return folder_paths.models_dir
+
+
+def check_relative(name: str) -> str:
+    """Validate a file name chosen in a workflow: relative, no '..', no drive, normalised with '/'."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("empty file name")
+    norm = name.replace("\\", "/")
+    if norm.startswith("/") or os.path.isabs(name) or (len(norm) > 1 and norm[1] == ":"):
+        raise ValueError(f"file name must be relative to a models folder, got {name!r}")
+    parts = [p for p in norm.split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts):
+        raise ValueError(f"file name must not leave its models folder: {name!r}")
+    return "/".join(parts)
+
+
+def inside(root: str, path: str) -> bool:
+    """Lexically inside `root` (symlinked model files are allowed, '..' escapes are not)."""
+    root_abs = os.path.abspath(root)
+    path_abs = os.path.abspath(path)
+    return os.path.commonpath([root_abs, path_abs]) == root_abs
+
+
+def find_in_folder(folder_name: str, name: str, want_dir: bool = False) -> str | None:
+    """Full path of `name` in one of the folders registered for `folder_name`, or None (never outside them)."""
+    rel = check_relative(name)
+    for root in folder_roots(folder_name):
+        candidate = os.path.join(root, *rel.split("/"))
+        if not inside(root, candidate):
+            continue
+        if (os.path.isdir(candidate) if want_dir else os.path.isfile(candidate)):
+            return candidate
+    return None
+
+
+def list_files(folder_name: str, extensions: Iterable[str] = MODEL_EXTENSIONS) -> list[str]:
+    """Relative names (with '/') of the files under every folder registered for `folder_name`."""
+    exts = tuple(e.lower() for e in extensions)
+    try:
+        names = folder_paths.get_filename_list(folder_name)
+    except KeyError:
+        return []
+    return sorted({n.replace("\\", "/") for n in names if n.lower().endswith(exts)})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# devices, dtypes, ModelPatcher
+
+
+def torch_device() -> torch.device:
+    return mm.get_torch_device()
+
+
+def offload_device() -> torch.device:
+    return mm.unet_offload_device()
+
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def pick_dtype(choice: str, device: torch.device) -> torch.dtype:
+    """auto: what ComfyUI would pick for a diffusion model on `device` (fp16 on most GPUs, fp32 on the CPU)."""
+    if choice == "auto":
+        return mm.unet_dtype(device=device, supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
+    if choice not in DTYPES:
+        raise ValueError(f"unknown dtype {choice!r}; choose auto, fp16, bf16 or fp32")
+    dtype = DTYPES[choice]
+    if dtype == torch.float16 and mm.is_device_cpu(device):
+        LOG.warning("LatentSync: fp16 is not usable on the CPU; using fp32 instead")
+        return torch.float32
+    return dtype
+
+
+class UNetHolder(torch.nn.Module):
+    """What the ModelPatcher manages: a plain module (the U-Net's own `device` is a read-only property)."""
+
+    def __init__(self, unet: torch.nn.Module):
+        super().__init__()
+        self.diffusion_model = unet
+
+
+class WhisperHolder(torch.nn.Module):
+    """ModelPatcher target for the Whisper encoder; `encoder` is the library's `WhisperAudioEncoder`."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.audio_encoder = encoder.encoder  # the torch module (registered, so the patcher moves it)
+        object.__setattr__(self, "encoder", encoder)  # plain attribute: the library wrapper
+
+
+def make_patcher(module: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
+    return comfy.model_patcher.ModelPatcher(
+        module, load_device=torch_device(), offload_device=offload_device(), size=mm.module_size(module)
+    )
+
+
+def load_to_device(patcher, memory_required: int = 0) -> torch.device:
+    """Ask ComfyUI's memory manager to put the model on its device (it unloads other models as needed).
+
+    Loaded fully (no lowvram split): the U-Net's modules are not ComfyUI `ops` and cannot run split. Buffers that
+    the patcher does not track (the motion modules' positional encodings) follow the weights."""
+    mm.load_models_gpu([patcher], memory_required=memory_required, force_full_load=True)
+    device = patcher.load_device
+    patcher.model.to(device)  # no-op for weights already moved; brings buffers along
+    return device
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# progress and Cancel
+
+
+def check_cancel() -> None:
+    """Raise ComfyUI's InterruptProcessingException when the user pressed Cancel (POST /interrupt)."""
+    mm.throw_exception_if_processing_interrupted()
+
+
+class Progress:
+    """A `progress(done, total)` callable for the library: updates the node's progress bar and checks Cancel."""
+
+    def __init__(self, total: int = 1, node_id: str | None = None):
+        self.bar = comfy.utils.ProgressBar(max(1, int(total)), node_id=node_id)
+        self.total = max(1, int(total))
+        self.done = 0
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        check_cancel()
+        if total is not None:
+            self.total = max(1, int(total))
+        self.done = min(int(done), self.total)
+        self.bar.update_absolute(self.done, self.total)
+
+    def advance(self, n: int = 1) -> None:
+        self(self.done + n)
+
+    def sub(self, start: int, span: int) -> Callable[[int, int], None]:
+        """A callback mapping a sub-task's (i, n) onto [start, start + span] of this bar."""
+
+        def report(i: int, n: int) -> None:
+            self(start + (span * i) // max(1, n))
+
+        return report
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ComfyUI's VAE as the library's codec
+
+
+class ComfyVAECodec:
+    """The library's VAE protocol on top of ComfyUI's `VAE`:
+
+    - `encode(images (N, 3, R, R) in [-1, 1]) -> latents * 0.18215` (ComfyUI: pixels BHWC in [0, 1] -> unscaled
+      posterior mode);
+    - `decode(scaled latents) -> images (N, 3, R, R) in [-1, 1]` (ComfyUI: unscaled latents -> BHWC in [0, 1]).
+    Work is split into chunks with a Cancel check and a progress report after each.
+    """
+
+    def __init__(self, vae, chunk: int = 16, on_chunk: Callable[[int, int], None] | None = None):
+        if vae is None or not hasattr(vae, "encode") or not hasattr(vae, "decode"):
+            raise ValueError("expected a VAE (connect ComfyUI's Load VAE node)")
+        latent_channels = getattr(vae, "latent_channels", 4)
+        if latent_channels != 4:
+            raise ValueError(
+                f"this VAE has {latent_channels} latent channels; LatentSync needs the SD 1.x VAE (4 channels), "
+                "e.g. vae-ft-mse-840000-ema-pruned.safetensors or taesd"
+            )
+        self.vae = vae
+        self.chunk = max(1, int(chunk))
+        self.on_chunk = on_chunk
+
+    def _chunks(self, n: int):
+        for start in range(0, n, self.chunk):
+            check_cancel()
+            yield start, min(n, start + self.chunk)
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"encode expects (N, 3, R, R) images, got {tuple(images.shape)}")
+        out = []
+        for a, b in self._chunks(images.shape[0]):
+            pixels = images[a:b].float().add(1.0).div(2.0).clamp(0.0, 1.0).permute(0, 2, 3, 1)
+            out.append(self.vae.encode(pixels).float().cpu() * SCALING_FACTOR)
+            if self.on_chunk is not None:
+                self.on_chunk(b, images.shape[0])
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        if latents.ndim != 4:
+            raise ValueError(f"decode expects (N, 4, h, w) latents, got {tuple(latents.shape)}")
+        out = []
+        for a, b in self._chunks(latents.shape[0]):
+            pixels = self.vae.decode(latents[a:b].float() / SCALING_FACTOR)
+            if pixels.ndim == 5:  # video VAEs return (B, T, H, W, C)
+                pixels = pixels.reshape(-1, *pixels.shape[-3:])
+            out.append(pixels.float().cpu().permute(0, 3, 1, 2).mul(2.0).sub(1.0))
+            if self.on_chunk is not None:
+                self.on_chunk(b, latents.shape[0])
+        return torch.cat(out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the loaders' cache
+
+
+class ModelCache:
+    """Loaded models by (kind, path, file stamp, options), held weakly: a model stays shared while ComfyUI (its
+    output cache or a running graph) still holds it, and is freed with it. No copy is kept alive by the cache."""
+
+    def __init__(self):
+        self._items: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def stamp(path: str) -> tuple:
+        st = os.stat(path)
+        return (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+    def get_or_load(self, key: tuple, load: Callable[[], object]):
+        with self._lock:
+            item = self._items.get(key)
+        if item is not None:
+            LOG.info("LatentSync: reusing loaded %s", key[0])
+            return item
+        item = load()
+        with self._lock:
+            self._items[key] = item
+        return item
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+MODEL_CACHE = ModelCache()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# models in use
+
+
+class ManagedUNet:
+    """The U-Net as the library sees it, made safe for ComfyUI's memory manager: whenever the library asks for its
+    parameters (the sampler does at the start of every window, to find device and dtype), the model is (re)loaded
+    to its device, so a VAE call in between that made ComfyUI unload it cannot leave it on the wrong device."""
+
+    def __init__(self, patcher, memory_required: int = 0):
+        self.patcher = patcher
+        self.memory_required = memory_required
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.patcher.model.diffusion_model
+
+    def parameters(self, recurse: bool = True):
+        load_to_device(self.patcher, self.memory_required)
+        return self.module.parameters(recurse)
+
+    def __call__(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.patcher.model.diffusion_model, name)
+
+
+def unet_memory_estimate(resolution: int, frames: int = 16, dtype: torch.dtype = torch.float16) -> int:
+    """Rough activation memory of one 16-frame window with guidance (batch 2): enough to make ComfyUI free room."""
+    latent = resolution // 8
+    elem = torch.finfo(dtype).bits // 8
+    return int(2 * frames * 320 * latent * latent * elem * 24)
+
+
+def whisper_on_device(loaded) -> object:
+    """Load the Whisper encoder to its device and return the library's encoder object, its device in sync."""
+    device = load_to_device(loaded.patcher)
+    encoder = loaded.encoder
+    encoder.device = torch.device(device)
+    return encoder
+
+
+def face_report(has_face: torch.Tensor, what: str = "frames") -> tuple[dict, str | None]:
+    """The `ui` payload the web extension shows on the node, and the warning text (None when every frame has one)."""
+    has_face = has_face.to(torch.bool).cpu()
+    total = int(has_face.numel())
+    found = int(has_face.sum())
+    missing = (~has_face).nonzero().flatten().tolist()
+    warning = None
+    if missing:
+        shown = ", ".join(str(i) for i in missing[:20]) + (" ..." if len(missing) > 20 else "")
+        warning = (f"no face found in {len(missing)} of {total} {what} (frames {shown}); "
+                   "they are passed through unchanged")
+        LOG.warning("LatentSync: %s", warning)
+    payload = {"latentsync_faces": [{"frames": total, "with_face": found, "without_face": len(missing),
+                                     "missing_frames": missing[:200], "warning": warning or ""}]}
+    return payload, warning

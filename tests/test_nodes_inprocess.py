@@ -1,0 +1,353 @@
+"""The node classes in-process, on ComfyUI 0.3.75's own modules (no server): type conversions between ComfyUI's
+IMAGE / AUDIO / VIDEO / LATENT / VAE and the library (odd sizes, fractional frame rates), the VAE adapter against
+ComfyUI's real VAE, the diffusers-folder VAE loader against diffusers, and the one-node paths on frames without a
+face (passed through bit-exactly)."""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+COMFY = REPO / ".comfy" / "ComfyUI"
+
+if not (COMFY / "comfy_api").is_dir():  # pragma: no cover - environment check
+    if os.environ.get("CI"):
+        raise RuntimeError(f"ComfyUI source not found at {COMFY} (run scripts/setup_env.sh)")
+    pytest.skip(f"ComfyUI source not found at {COMFY}", allow_module_level=True)
+
+# ComfyUI's modules first: its top-level `nodes` must win over this repository's `nodes/` package.
+sys.path.insert(0, str(COMFY))
+from comfy.cli_args import args  # noqa: E402
+
+if not torch.cuda.is_available():
+    args.cpu = True  # what `main.py --cpu` does; model_management reads it at import
+
+import folder_paths  # noqa: E402
+import nodes as comfy_nodes  # noqa: E402
+from comfy_api.latest import InputImpl, Types  # noqa: E402
+
+assert hasattr(comfy_nodes, "VAELoader"), f"`nodes` resolved to {comfy_nodes.__file__}, not ComfyUI's nodes.py"
+# ComfyUI's top-level modules are imported now; keep its folder last on sys.path so names such as `utils` or `app`
+# cannot shadow anything for test modules imported after this one.
+sys.path.remove(str(COMFY))
+sys.path.append(str(COMFY))
+
+
+def _load_pack():
+    name = "comfyui_latentsync_inprocess"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+PACK = _load_pack()
+NODE_LIST = asyncio.run(asyncio.run(PACK.comfy_entrypoint()).get_node_list())
+N = {cls.GET_SCHEMA().node_id: cls for cls in NODE_LIST}
+T = sys.modules[f"{PACK.__name__}.nodes.types"]
+RT = sys.modules[f"{PACK.__name__}.nodes.runtime"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    """The tiny random model set, registered as extra ComfyUI model folders (as extra_model_paths would)."""
+    out = tmp_path_factory.mktemp("tiny") / "models"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    subprocess.run([sys.executable, "-m", "latentsync.tools.make_tiny", "--out", str(out)], check=True, env=env,
+                   cwd=str(REPO), capture_output=True, timeout=600)
+    folder_paths.add_model_folder_path("latentsync", str(out / "latentsync"), is_default=True)
+    folder_paths.add_model_folder_path("vae", str(out / "vae"), is_default=True)
+    return out
+
+
+def video_of(images: torch.Tensor, fps: Fraction, audio: dict | None = None):
+    return InputImpl.VideoFromComponents(Types.VideoComponents(images=images, audio=audio, frame_rate=fps))
+
+
+def random_frames(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """IMAGE batch of 8-bit noise (no face anywhere), as float in [0, 1] like Load Video gives."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, h, w, 3), generator=g, dtype=torch.uint8).float() / 255.0
+
+
+def tone(seconds: float, rate: int, channels: int = 1) -> dict:
+    t = torch.arange(int(round(seconds * rate))) / rate
+    wave = torch.sin(2 * torch.pi * 220 * t).repeat(channels, 1) * 0.5
+    return {"waveform": wave[None], "sample_rate": rate}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# IMAGE / AUDIO / frame rate conversions
+
+
+@pytest.mark.parametrize("shape", [(3, 37, 53, 3), (1, 1, 1, 3), (2, 64, 31, 4), (2, 17, 9, 1)])
+def test_image_round_trip_odd_sizes_and_channels(shape):
+    g = torch.Generator().manual_seed(1)
+    img = torch.randint(0, 256, shape, generator=g).float() / 255.0
+    frames = T.image_to_uint8(img)
+    assert frames.dtype == torch.uint8 and frames.shape == (*shape[:3], 3)
+    back = T.uint8_to_image(frames)
+    expected = img[..., :3] if shape[-1] >= 3 else img.expand(*shape[:3], 3)
+    assert torch.equal(back, expected)  # 8-bit values survive exactly
+
+
+def test_image_to_uint8_rounds_and_clamps():
+    img = torch.tensor([[-0.5, 0.0, 0.4 / 255, 0.6 / 255, 254.6 / 255, 1.0, 2.0]]).reshape(1, 1, 7, 1)
+    assert T.image_to_uint8(img)[0, 0, :, 0].tolist() == [0, 0, 0, 1, 255, 255, 255]
+
+
+def test_image_to_uint8_rejects_bad_input():
+    with pytest.raises(ValueError, match="empty"):
+        T.image_to_uint8(torch.zeros(0, 8, 8, 3))
+    with pytest.raises(ValueError, match="IMAGE batch"):
+        T.image_to_uint8(torch.zeros(8, 8, 3))
+    with pytest.raises(ValueError, match="channels"):
+        T.image_to_uint8(torch.zeros(1, 8, 8, 2))
+
+
+def test_signed_image_conversions():
+    img = random_frames(2, 16, 16)
+    signed = T.image_to_signed(img)
+    assert signed.shape == (2, 3, 16, 16) and signed.min() >= -1 and signed.max() <= 1
+    assert torch.allclose(T.signed_to_image(signed), img, atol=1e-6)
+
+
+@pytest.mark.parametrize("fps, expected", [
+    (25.0, Fraction(25)), (29.97, Fraction(2997, 100)), (23.976, Fraction(2997, 125)),
+    (Fraction(30000, 1001), Fraction(30000, 1001)), (15, Fraction(15)),
+])
+def test_frame_rate_as_exact_fraction(fps, expected):
+    assert T.to_fraction(fps) == expected
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf")])
+def test_frame_rate_rejects_non_positive(bad):
+    with pytest.raises(ValueError):
+        T.to_fraction(bad)
+
+
+def test_audio_conversions_keep_channels_and_rate():
+    audio = tone(0.25, 22050, channels=2)
+    wave, rate = T.audio_to_waveform(audio)
+    assert wave.shape == (2, 5512) and rate == 22050 and wave.dtype == torch.float32
+    out = T.waveform_to_audio(wave, rate)
+    assert out["waveform"].shape == (1, 2, 5512) and out["sample_rate"] == 22050
+    assert torch.equal(out["waveform"], audio["waveform"].float())
+    with pytest.raises(ValueError):
+        T.audio_to_waveform({"waveform": torch.zeros(1, 1, 0), "sample_rate": 16000})
+    with pytest.raises(ValueError):
+        T.audio_to_waveform({"waveform": torch.zeros(1, 1, 10), "sample_rate": 0})
+
+
+def test_trim_audio_to_fractional_frame_rate():
+    audio = tone(2.0, 48000)
+    out = T.trim_audio(audio, 30, Fraction(30000, 1001))  # 30 frames = 1.001 s
+    assert out["waveform"].shape[-1] == 48048
+    assert T.trim_audio(audio, 100, Fraction(25))["waveform"].shape[-1] == 96000  # never padded
+
+
+def test_loop_to_audio_node_pingpong_and_outputs():
+    images = random_frames(5, 33, 47)
+    out = N["LatentSyncLoopToAudio"].execute(images, tone(1.0, 22050, 2), 30000 / 1001).result
+    looped, audio, count = out
+    assert count == 30 and looped.shape == (30, 33, 47, 3)  # round(1.0 s * 29.97)
+    order = [0, 1, 2, 3, 4, 4, 3, 2, 1, 0] * 3
+    assert torch.equal(looped, images[order])
+    assert audio["waveform"].shape == (1, 2, 22050) and audio["sample_rate"] == 22050  # 1.001 s wanted: not padded
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the VAE: ComfyUI's own object as the library's codec; the diffusers-folder loader
+
+
+def test_vae_codec_matches_comfy_vae_scale_and_layout(tiny_models):
+    vae = comfy_nodes.VAELoader().load_vae("latentsync_tiny_taesd.safetensors")[0]
+    codec = RT.ComfyVAECodec(vae, chunk=2)
+    images = T.image_to_signed(random_frames(3, 64, 64, seed=2))  # (3, 3, 64, 64) in [-1, 1]
+    latents = codec.encode(images)
+    direct = vae.encode(T.signed_to_image(images))
+    assert latents.shape == (3, 4, 8, 8)
+    assert torch.allclose(latents, direct * 0.18215, atol=1e-5)
+    decoded = codec.decode(latents)
+    assert decoded.shape == (3, 3, 64, 64)
+    native = vae.decode(direct)  # BHWC in [0, 1]
+    assert torch.allclose(decoded, native.permute(0, 3, 1, 2) * 2 - 1, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def diffusers_vae_folder(tmp_path_factory):
+    """A small diffusers AutoencoderKL folder with the SD-VAE layout (32-group norms, widths of 32, mid attention)."""
+    from diffusers import AutoencoderKL
+
+    root = tmp_path_factory.mktemp("vae_folders")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # test-only: the random init of this small VAE
+        vae = AutoencoderKL(block_out_channels=(32, 64, 64, 64), down_block_types=("DownEncoderBlock2D",) * 4,
+                            up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, norm_num_groups=32,
+                            latent_channels=4, sample_size=64)
+    vae.save_pretrained(root / "small-sd-vae", safe_serialization=True)
+    folder_paths.add_model_folder_path("vae", str(root))
+    return root / "small-sd-vae"
+
+
+def test_diffusers_folder_vae_loader_matches_diffusers(diffusers_vae_folder):
+    from diffusers import AutoencoderKL
+
+    assert "small-sd-vae" in N["LatentSyncVAELoader"].GET_SCHEMA().inputs[0].options
+    vae = N["LatentSyncVAELoader"].execute("small-sd-vae").result[0]
+    ref = AutoencoderKL.from_pretrained(str(diffusers_vae_folder)).eval()
+    x = T.image_to_signed(random_frames(2, 64, 64, seed=3))
+    with torch.no_grad():
+        want = ref.encode(x).latent_dist.mean
+        want_img = ref.decode(want).sample
+    got = vae.encode(T.signed_to_image(x))
+    assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+    got_img = vae.decode(want).permute(0, 3, 1, 2) * 2 - 1
+    assert torch.allclose(got_img, want_img.clamp(-1, 1), atol=1e-4)
+
+
+def test_diffusers_folder_vae_loader_explains_what_comfyui_cannot_load(tiny_models):
+    # the tiny set's VAE uses 8-group norms, which ComfyUI's SD-VAE class cannot represent
+    with pytest.raises(ValueError, match="norm_num_groups 32"):
+        N["LatentSyncVAELoader"].execute("sd-vae-ft-mse")
+
+
+def test_decode_node_latent_is_in_the_vae_unscaled_space(tiny_models):
+    """LATENT from the pack is in ComfyUI's convention: ComfyUI's own VAE Decode gives the same crops."""
+    vae = comfy_nodes.VAELoader().load_vae("latentsync_tiny_taesd.safetensors")[0]
+    g = torch.Generator().manual_seed(4)
+    samples = torch.randn(3, 4, 8, 8, generator=g)
+    faces = (random_frames(2, 64, 64) * 255).to(torch.uint8)
+    encoded = T.EncodedFaces(index=torch.tensor([0, 2]), masked_image_latents=torch.zeros(2, 4, 8, 8),
+                             ref_latents=torch.zeros(2, 4, 8, 8), mask_latents=torch.zeros(2, 1, 8, 8),
+                             faces=faces, pixel_mask=torch.zeros(64, 64), num_frames=3, resolution=64)
+    out = N["LatentSyncDecode"].execute(vae, {"samples": samples}, encoded).result[0]
+    native = comfy_nodes.VAEDecode().decode(vae, {"samples": samples})[0]
+    assert out.shape == (3, 64, 64, 3)
+    assert torch.allclose(out[[0, 2]], native[[0, 2]], atol=2 / 255)  # same pixels (up to 8-bit rounding)
+    assert torch.all(out[1] == 127 / 255)  # the frame without a face: the grey placeholder
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the one-node paths: VIDEO in/out and IMAGE in/out on frames without a face
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_models):
+    model = N["LatentSyncModelLoader"].execute("v1.5/latentsync_unet.pt", "auto", "auto", False).result[0]
+    whisper = N["LatentSyncWhisperLoader"].execute("whisper/tiny.pt", False).result[0]
+    faces = N["LatentSyncFaceAnalyzerLoader"].execute("offline", False).result[0]
+    vae = comfy_nodes.VAELoader().load_vae("latentsync_tiny_taesd.safetensors")[0]
+    return model, vae, whisper, faces
+
+
+def test_loaders_cache_and_share_loaded_models(loaded):
+    model, _vae, whisper, _faces = loaded
+    assert model.version == "1.5" and model.resolution == 256 and model.is_tiny
+    assert model.mask.shape == (256, 256)
+    again = N["LatentSyncModelLoader"].execute("v1.5/latentsync_unet.pt", "auto", "auto", False).result[0]
+    assert again is model  # same file + options: the loaded model is reused
+    assert N["LatentSyncWhisperLoader"].execute("whisper/tiny.pt", False).result[0] is whisper
+
+
+def test_loader_refuses_paths_outside_model_folders(loaded):
+    for bad in ("../../etc/passwd", "/etc/passwd", "v1.5/../../x.pt", "C:/x.pt"):
+        with pytest.raises((ValueError, FileNotFoundError)):
+            N["LatentSyncModelLoader"].execute(bad, "auto", "auto", False)
+
+
+def test_video_node_passes_frames_without_face_through(loaded):
+    model, vae, whisper, faces = loaded
+    fps = Fraction(30000, 1001)
+    images = random_frames(4, 47, 63, seed=5)  # odd size, no face
+    audio = tone(0.3, 44100, channels=2)
+    out = N["LatentSyncLipSyncVideo"].execute(video_of(images, fps), model, vae, whisper, faces, 1, 2, 1.5, True, 3,
+                                              audio=audio)
+    video = out.result[0]
+    comp = video.get_components()
+    assert comp.frame_rate == fps
+    n = round(Fraction(13230, 44100) * fps)  # 0.3 s at 29.97 fps = 9 frames (ping-pong over the 4)
+    assert comp.images.shape == (n, 47, 63, 3)
+    order = [0, 1, 2, 3, 3, 2, 1, 0, 0]
+    assert torch.equal(comp.images, images[order])  # no face: every frame exactly as it came in
+    assert comp.audio["sample_rate"] == 44100
+    assert comp.audio["waveform"].shape == (1, 2, min(13230, round(Fraction(n) / fps * 44100)))  # cut, not padded
+    assert out.ui["latentsync_faces"][0]["without_face"] == n
+
+
+def test_video_node_uses_the_videos_own_audio_when_none_is_connected(loaded):
+    model, vae, whisper, faces = loaded
+    images = random_frames(3, 32, 32, seed=6)
+    video = video_of(images, Fraction(25), audio=tone(0.2, 16000))
+    comp = N["LatentSyncLipSyncVideo"].execute(video, model, vae, whisper, faces, 1, 2, 1.5, False, 3).result[0]
+    comp = comp.get_components()
+    assert comp.images.shape[0] == 5 and comp.audio["waveform"].shape[-1] == 3200
+    with pytest.raises(ValueError, match="no audio track"):
+        N["LatentSyncLipSyncVideo"].execute(video_of(images, Fraction(25)), model, vae, whisper, faces, 1, 2, 1.5,
+                                            False, 3)
+
+
+def test_images_node_outputs_image_and_audio(loaded):
+    model, vae, whisper, faces = loaded
+    images = random_frames(2, 21, 35, seed=7)
+    result = N["LatentSyncLipSyncImages"].execute(images, tone(0.5, 16000), 12.5, model, vae, whisper, faces, 1, 2,
+                                                  1.0, True, 3)
+    out_images, out_audio = result.result
+    assert out_images.shape == (6, 21, 35, 3) and out_images.dtype == torch.float32  # round(0.5 * 12.5) = 6
+    assert torch.equal(out_images, images[[0, 1, 1, 0, 0, 1]])
+    assert out_audio["waveform"].shape == (1, 1, 7680) and out_audio["sample_rate"] == 16000
+
+
+def test_missing_official_files_name_what_and_where_when_download_is_off(loaded):
+    # v1.6 is not in the tiny set; with download_missing off the error says which file, from where, to where
+    with pytest.raises(FileNotFoundError) as err:
+        N["LatentSyncModelLoader"].execute("v1.6/latentsync_unet.pt", "auto", "auto", False)
+    text = str(err.value)
+    assert "latentsync/v1.6/latentsync_unet.pt" in text and "ByteDance/LatentSync-1.6" in text
+
+
+def test_insightface_backend_without_models_explains_where_they_go(loaded, monkeypatch, tmp_path):
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "insightface", ([str(tmp_path / "insightface")], set()))
+    monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path))
+    with pytest.raises(FileNotFoundError) as err:
+        N["LatentSyncFaceAnalyzerLoader"].execute("insightface", False)
+    assert "buffalo_l" in str(err.value) and str(tmp_path / "insightface" / "models" / "buffalo_l") in str(err.value)
+
+
+def test_model_folders_are_added_not_replaced():
+    paths = folder_paths.get_folder_paths("latentsync")
+    assert os.path.join(folder_paths.models_dir, "latentsync") in paths
+    RT.register_model_folders()  # idempotent: no duplicates
+    assert folder_paths.get_folder_paths("latentsync") == paths
+    assert os.path.join(folder_paths.models_dir, "insightface") in folder_paths.get_folder_paths("insightface")
+
+
+def test_unet_is_managed_by_comfyui_memory_manager(loaded):
+    """The U-Net is loaded through model_management (listed among ComfyUI's loaded models) and is unloaded when
+    ComfyUI frees memory for another model; the next use loads it again."""
+    import comfy.model_management as mm
+
+    model = loaded[0]
+    device = RT.load_to_device(model.patcher)
+    assert any(m.model is model.patcher for m in mm.current_loaded_models)
+    assert next(model.unet.parameters()).device.type == torch.device(device).type
+    mm.free_memory(1e30, device)  # what another model's load does when memory is short
+    assert not any(m.model is model.patcher for m in mm.current_loaded_models)
+    managed = RT.ManagedUNet(model.patcher)
+    next(managed.parameters())  # the sampler's first question loads it back
+    assert any(m.model is model.patcher for m in mm.current_loaded_models)

@@ -1,0 +1,79 @@
+// ComfyUI-LatentSync frontend extension: shows on the node how many frames had a face, and warns (on the node and in
+// a toast) when some frames had none - those frames are passed through unchanged by the pack.
+//
+// The nodes return a `ui` payload `{latentsync_faces: [{frames, with_face, without_face, missing_frames, warning}]}`;
+// ComfyUI hands it to `onExecuted` when the node has run.
+import { app } from "../../../scripts/app.js";
+
+const REPORTING_NODES = new Set([
+  "LatentSyncDetectFaces",
+  "LatentSyncPasteFaces",
+  "LatentSyncLipSyncVideo",
+  "LatentSyncLipSyncImages",
+]);
+const OK_COLOR = "#4caf50";
+const WARN_COLOR = "#ff9800";
+
+function reportText(report) {
+  if (!report) return "";
+  if (report.without_face > 0) {
+    return `\u26A0 no face in ${report.without_face} of ${report.frames} frames (passed through)`;
+  }
+  return `\u2713 face found in all ${report.frames} frames`;
+}
+
+function showToast(node, report) {
+  const toast = app.extensionManager?.toast;
+  if (!toast || !report.warning) return;
+  toast.add({
+    severity: "warn",
+    summary: `LatentSync: ${node.title || node.type}`,
+    detail: report.warning,
+    life: 10000,
+  });
+}
+
+app.registerExtension({
+  name: "LatentSync.FaceReport",
+
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (!REPORTING_NODES.has(nodeData.name)) return;
+
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (message) {
+      const result = onExecuted?.apply(this, arguments);
+      const report = message?.latentsync_faces?.[0];
+      if (report) {
+        this.latentsyncReport = report;
+        this.latentsyncReportText = reportText(report);
+        if (report.without_face > 0) showToast(this, report);
+        this.setDirtyCanvas?.(true, true);
+      }
+      return result;
+    };
+
+    const onDrawForeground = nodeType.prototype.onDrawForeground;
+    nodeType.prototype.onDrawForeground = function (ctx) {
+      const result = onDrawForeground?.apply(this, arguments);
+      const report = this.latentsyncReport;
+      if (!report || this.flags?.collapsed) return result;
+      ctx.save();
+      ctx.font = "12px sans-serif";
+      ctx.textAlign = "left";
+      ctx.textBaseline = "top";
+      ctx.fillStyle = report.without_face > 0 ? WARN_COLOR : OK_COLOR;
+      ctx.fillText(this.latentsyncReportText, 6, this.size[1] + 6);
+      ctx.restore();
+      return result;
+    };
+
+    // A fresh run starts without a stale report.
+    const onExecutionStart = nodeType.prototype.onExecutionStart;
+    nodeType.prototype.onExecutionStart = function () {
+      const result = onExecutionStart?.apply(this, arguments);
+      this.latentsyncReport = null;
+      this.latentsyncReportText = "";
+      return result;
+    };
+  },
+});
