@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(entry["status"], indent=1)[-4000:], file=sys.stderr)
             return 1
         saved = [item for out in entry["outputs"].values() for key in ("images", "videos", "animated")
-                 for item in out.get(key, []) if str(item.get("filename", "")).endswith(".mp4")]
+                 for item in out.get(key, []) if isinstance(item, dict) and str(item.get("filename", "")).endswith(".mp4")]
         if not saved:
             print(f"[demo] the prompt finished but saved no video: {json.dumps(entry['outputs'])[:2000]}",
                   file=sys.stderr)

@@ -10,8 +10,12 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LATENTSYNC_SHARED", REPO_ROOT.parent / "shared"))
 
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+HARNESS = REPO_ROOT / "tests" / "harness"
+for _path in (REPO_ROOT, HARNESS):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+import comfy_session  # noqa: E402  (stdlib only; starts nothing until a test asks for the server)
 
 
 def shared_path(*parts: str) -> Path:
@@ -28,3 +32,14 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture
 def shared():
     return shared_path
+
+
+@pytest.fixture(scope="session")
+def comfy_server():
+    """The session's real ComfyUI 0.3.75 server (started on first use, shared by tests/integration and
+    tests/browser): this pack (--strict), the tiny model set, the real media."""
+    return comfy_session.acquire(shared_path("media", comfy_session.MEDIA[0]).parent)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    comfy_session.release()

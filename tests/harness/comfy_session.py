@@ -1,8 +1,8 @@
 """One real ComfyUI server per test session, with this pack, the tiny model set and the real media.
 
-Used by tests/integration and tests/browser (both conftests call `acquire()`, which starts the server once per
-process; `release()` at session end stops it). The server runs from a fresh temp base directory (never inside the
-repository): custom_nodes/ComfyUI-LatentSync -> the repo, models/ filled by `latentsync.tools.make_tiny`, input/
+Used by tests/integration and tests/browser (the `comfy_server` fixture of tests/conftest.py calls `acquire()`, which
+starts the server once per process; `release()` at session end stops it). The server runs from a fresh temp base
+directory (never inside the repository): custom_nodes/ComfyUI-LatentSync -> the repo, models/ filled by `latentsync.tools.make_tiny`, input/
 holding the media. HF_HUB_OFFLINE=1 so nothing can be downloaded.
 """
 from __future__ import annotations
@@ -224,20 +224,6 @@ def ui_overrides(overrides: dict | None = None) -> list[str]:
     """The same overrides as browser_check.py --set arguments (TYPE.WIDGET=JSON)."""
     overrides = TEST_OVERRIDES if overrides is None else overrides
     return [f"{cls}.{name}={json.dumps(value)}" for (cls, name), value in overrides.items()]
-
-
-def load_tests_conftest():
-    """tests/conftest.py as a module of its own name (for its `shared_path`)."""
-    import importlib.util
-
-    name = "latentsync_tests_root_conftest"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "tests" / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def record_timing(key: str, value) -> None:
