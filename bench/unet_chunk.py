@@ -101,12 +101,19 @@ def run_case(size: int, dtype_name: str, case: str, threads: int | None) -> dict
             sample = torch.cat([x, mask, masked, ref], dim=1).repeat(2, 1, 1, 1, 1)
             ctx = torch.cat([torch.zeros_like(audio), audio])
             t = torch.tensor(951)
+            # One untimed call of the same kind first: the first call of a process pays one-time costs
+            # (kernel selection, allocator growth) that a 20-step loop pays only once.
             cache = None
             if case == "shallow_cfg":
                 cache = DeepCache(interval=3)
                 cache.begin_step(0)
-                unet(sample, t, ctx, deep_cache=cache)  # the full step that fills the cache (not timed)
+                unet(sample, t, ctx, deep_cache=cache)  # the full step that fills the cache
                 cache.begin_step(1)
+                unet(sample, t, ctx, deep_cache=cache)  # warm-up cached step
+                cache.begin_step(2)
+            else:
+                unet(sample, t, ctx)  # warm-up full step
+            result["warmup_calls"] = 1
             t0 = time.perf_counter()
             out = unet(sample, t, ctx, deep_cache=cache)
             result["seconds"] = time.perf_counter() - t0
