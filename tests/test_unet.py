@@ -138,5 +138,5 @@ def test_gradient_checkpointing_gives_same_gradients():
 def test_unknown_config_key_is_rejected():
     with pytest.raises(TypeError, match="bogus"):
         UNet3DConditionModel(bogus=1)
-    with pytest.raises(NotImplementedError, match="use_linear_projection"):
+    with pytest.raises(ValueError, match="use_linear_projection"):
         UNet3DConditionModel(use_linear_projection=True)

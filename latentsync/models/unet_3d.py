@@ -74,7 +74,7 @@ def resolve_unet_config(config: dict[str, Any] | None = None, **overrides: Any) 
                 raise TypeError(f"unknown UNet3DConditionModel config key {key!r}")
             if key in _FIXED_ARGUMENTS:
                 if value != _FIXED_ARGUMENTS[key]:
-                    raise NotImplementedError(f"{key}={value!r} is not supported (LatentSync uses "
+                    raise ValueError(f"{key}={value!r} is not supported (LatentSync uses "
                                               f"{_FIXED_ARGUMENTS[key]!r})")
                 continue
             if key == "motion_module_kwargs":
@@ -98,11 +98,11 @@ class UNet3DConditionModel(_Checkpointable):
         cfg = resolve_unet_config(config)
         self._config = cfg
         if cfg["act_fn"] != "silu":
-            raise NotImplementedError(f"act_fn {cfg['act_fn']!r} is not supported (only 'silu')")
+            raise ValueError(f"act_fn {cfg['act_fn']!r} is not supported (only 'silu')")
         if cfg["mid_block_type"] != "UNetMidBlock3DCrossAttn":
-            raise NotImplementedError(f"mid_block_type {cfg['mid_block_type']!r} is not supported")
+            raise ValueError(f"mid_block_type {cfg['mid_block_type']!r} is not supported")
         if cfg["use_motion_module"] and cfg["motion_module_type"] != "Vanilla":
-            raise NotImplementedError(f"motion_module_type {cfg['motion_module_type']!r} is not supported")
+            raise ValueError(f"motion_module_type {cfg['motion_module_type']!r} is not supported")
         channels = cfg["block_out_channels"]
         if not (len(channels) == len(cfg["down_block_types"]) == len(cfg["up_block_types"])):
             raise ValueError("block_out_channels, down_block_types and up_block_types must have the same length")

@@ -102,6 +102,14 @@ class _DownBlock(_LayeredBlock):
         return hidden_states, outputs
 
 
+_ATTENTION_KWARGS = ("attn_num_head_channels", "cross_attention_dim", "add_audio_layer")
+
+
+def _without_attention_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Blocks without attention accept (and ignore) the attention settings the U-Net passes to every block."""
+    return {k: v for k, v in kwargs.items() if k not in _ATTENTION_KWARGS}
+
+
 class CrossAttnDownBlock3D(_DownBlock):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, cross_attention=True, **kwargs)
@@ -109,8 +117,7 @@ class CrossAttnDownBlock3D(_DownBlock):
 
 class DownBlock3D(_DownBlock):
     def __init__(self, *args: Any, **kwargs: Any):
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("attn_num_head_channels", "cross_attention_dim",
-                                                                "add_audio_layer")}
+        kwargs = _without_attention_kwargs(kwargs)
         super().__init__(*args, cross_attention=False, **kwargs)
 
 
@@ -184,8 +191,7 @@ class CrossAttnUpBlock3D(_UpBlock):
 
 class UpBlock3D(_UpBlock):
     def __init__(self, *args: Any, **kwargs: Any):
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("attn_num_head_channels", "cross_attention_dim",
-                                                                "add_audio_layer")}
+        kwargs = _without_attention_kwargs(kwargs)
         super().__init__(*args, cross_attention=False, **kwargs)
 
 
