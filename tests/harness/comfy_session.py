@@ -139,6 +139,9 @@ def start(media_dir: Path) -> ComfyServer:
             raise FileNotFoundError(f"missing shared media {src}")
         shutil.copy2(src, base / "input" / name)
     write_first_seconds(media_dir / SPEECH, base / "input" / SPEECH_SHORT, SHORT_SECONDS)
+    for demo in (REPO / "assets" / "demo").glob("demo_*"):  # the media the shipped templates name
+        if not (base / "input" / demo.name).exists():
+            shutil.copy2(demo, base / "input" / demo.name)
     env = dict(os.environ, HF_HUB_OFFLINE="1", COMFY_PYTHON=PYTHON)
     env.pop("COMFY_ROOT", None)
     cmd = ["bash", str(HARNESS / "start_comfy.sh"), "-n", f"{REPO}={PACK_NAME}", "-b", str(base), "--strict",

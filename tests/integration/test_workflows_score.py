@@ -8,7 +8,6 @@ Run alone, this test queues the template itself."""
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,6 @@ REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "workflows" / "api" / "latentsync_score.json"
 PLOT_SIZE = (960, 620)
 SCORED_FRAMES = 15  # 0.6 s of audio at 25 fps (the clip's 15 fps frames picked to 25 fps, cut to the audio)
-
-
-def ensure_demo_media(server) -> None:
-    """The template names the bundled demo media; the test server's input folder gets them from assets/demo."""
-    for p in (REPO / "assets" / "demo").glob("demo_*"):
-        if not (server.input_dir / p.name).exists():
-            shutil.copy2(p, server.input_dir / p.name)
 
 
 def nodes_of(prompt: dict, class_type: str) -> list[str]:
@@ -64,7 +56,6 @@ def finished_run_of(server, prompt: dict) -> dict | None:
 
 
 def test_score_template_image_path_and_score_switch(comfy_server):
-    ensure_demo_media(comfy_server)
     prompt = cs.adapt_api(cs.load_json(TEMPLATE))
     entry = finished_run_of(comfy_server, prompt)
     if entry is None:
@@ -116,7 +107,6 @@ def test_score_template_image_path_and_score_switch(comfy_server):
 
 def test_cancel_while_scoring_stops_the_score_node(comfy_server):
     """The whole demo speech (4 s, 100 frames at 25 fps): Cancel after a few frames stops the node early."""
-    ensure_demo_media(comfy_server)
     prompt = cs.adapt_api(cs.load_json(TEMPLATE), {**cs.TEST_OVERRIDES, ("LoadAudio", "audio"): cs.SPEECH_LONG})
     keep = {*nodes_of(prompt, "LoadVideo"), *nodes_of(prompt, "LoadAudio"),
             *nodes_of(prompt, "LatentSyncSyncNetLoader"), *nodes_of(prompt, "LatentSyncFaceAnalyzerLoader")}
