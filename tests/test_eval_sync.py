@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 import pickle
-import subprocess
-import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -23,7 +21,6 @@ from latentsync.eval.face_crops import FaceCropTracker, crop_face
 from latentsync.eval.frame_rate import FrameRateSampler, num_target_frames, source_index
 from latentsync.eval.sweep import medfilt_zero
 
-REPO = Path(__file__).resolve().parents[1]
 FIXTURE = ("golden", "golden_syncnet_v2.pt")
 
 
@@ -31,20 +28,21 @@ FIXTURE = ("golden", "golden_syncnet_v2.pt")
 # parity (the command line, as the README shows it, parsed here)
 
 
-def test_parity_command_on_the_golden_fixture():
-    path = shared_path(*FIXTURE)
-    run = subprocess.run([sys.executable, "-m", "latentsync.parity", "syncnet_v2", str(path)], cwd=REPO,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout + run.stderr
-    lines = run.stdout.strip().splitlines()
+def test_parity_command_on_the_golden_fixture(capsys):
+    from latentsync.parity.__main__ import main  # what `python -m latentsync.parity syncnet_v2 FILE` runs
+
+    rc = main(["syncnet_v2", str(shared_path(*FIXTURE))])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    lines = out.strip().splitlines()
     results = {line.split()[0]: line for line in lines}
     for name in ("key_manifest.keys", "key_manifest.shapes", "num_parameters", "forward_lip", "forward_aud",
                  "forward_lipfeat", "bn_perturbed.forward_lip", "bn_perturbed.forward_aud", "confidence.dists",
                  "confidence.mean_dists", "confidence.min_dist", "confidence.conf", "confidence.av_offset",
                  "confidence.minidx", "confidence.framewise_conf", "mfcc_front_end.mfcc", "mfcc_front_end.cct",
                  "inputs.mfcc_windows"):
-        assert name in results, f"{name} not compared:\n{run.stdout}"
-    assert all(line.endswith(" OK") for line in lines), run.stdout
+        assert name in results, f"{name} not compared:\n{out}"
+    assert all(line.endswith(" OK") for line in lines), out
     assert "confidence.av_offset max_abs_err=0 tol=0 OK" in results["confidence.av_offset"]
 
 
@@ -408,19 +406,20 @@ def test_unscorable_inputs_raise_with_the_reason(detector):
 # the command line
 
 
-def test_command_line_json_and_plot(tmp_path, random_syncnet_file):
+def test_command_line_json_and_plot(tmp_path, capsys, random_syncnet_file):
     from PIL import Image
 
+    from latentsync.eval.__main__ import main  # what `python -m latentsync.eval sync ...` runs
     from latentsync.video_io import read_audio
 
     wav, _ = read_audio(shared_path(*SPEECH))
     video = remux(shared_path(*CLIP), wav[0, : int(0.4 * RATE)].numpy(), tmp_path / "clip with speech.mkv")
     plot = tmp_path / "sync.png"
-    run = subprocess.run([sys.executable, "-m", "latentsync.eval", "sync", str(video), "--models",
-                          str(random_syncnet_file), "--face-backend", "offline", "--no-download", "--json", "--plot",
-                          str(plot)], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    out = json.loads(run.stdout)
+    rc = main(["sync", str(video), "--models", str(random_syncnet_file), "--face-backend", "offline",
+               "--no-download", "--json", "--plot", str(plot)])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    out = json.loads(printed.out)
     assert out["video"] == str(video) and out["num_frames"] == 10 and out["num_frames_scored"] == 5
     assert out["offset_seconds"] == out["offset_frames"] / 25 and len(out["mean_dists"]) == 31
     assert out["per_frame"][-5:] == [None] * 5 and all(isinstance(v, float) for v in out["per_frame"][:5])
