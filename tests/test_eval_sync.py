@@ -459,3 +459,22 @@ def test_command_line_errors_exit_2_and_name_the_file(tmp_path, capsys, random_s
         assert f"error: {named}: " in err and reason in err, (name, err)
     rc, err = run_cli(capsys, short, "--audio", speech, "--models", tmp_path / "nowhere", "--no-download", "--quiet")
     assert rc == 2 and "SyncNet-v2 (sync scoring) not found" in err and "ByteDance/LatentSync-1.5" in err
+
+
+def test_syncnet_v2_download_lands_where_the_loaders_look(tmp_path, monkeypatch):
+    from test_hub import serve  # the local Hugging-Face-like server of the hub tests (127.0.0.1 only)
+
+    from latentsync import hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    payload = b"syncnet weights" * 100
+    with serve({"/ByteDance/LatentSync-1.5/resolve/main/auxiliary/syncnet_v2.model": payload}) as base:
+        path = hub.locate_syncnet_v2(tmp_path / "models", endpoint=base)
+    assert path == tmp_path / "models" / "latentsync" / "auxiliary" / "syncnet_v2.model"
+    assert path.read_bytes() == payload
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    (tiny / hub.TINY_MARKER).write_text("random\n")
+    with pytest.raises(hub.ModelNotFoundError, match="tiny random-weight set"):
+        hub.locate_syncnet_v2(tiny)
