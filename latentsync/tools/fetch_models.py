@@ -1,7 +1,9 @@
 """python -m latentsync.tools.fetch_models --models DIR [--version 1.5|1.6] [--face-backend insightface|offline]
+[--no-syncnet]
 
-Find every official file under DIR (a ComfyUI-style models/ folder) or download it. Exit status 0 when the whole
-set is ready, 1 with one clear message per missing file otherwise.
+Find every official file under DIR (a ComfyUI-style models/ folder) or download it: the lip-sync set and the
+SyncNet-v2 weights for sync scoring (skip those with --no-syncnet). Exit status 0 when the whole set is ready, 1 with
+one clear message per missing file otherwise.
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..hub import ModelNotFoundError, locate_model_set
+from ..hub import ModelNotFoundError, locate_model_set, locate_syncnet_v2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--version", choices=["1.5", "1.6"], default="1.5")
     p.add_argument("--face-backend", choices=["insightface", "offline"], default="insightface")
     p.add_argument("--no-download", action="store_true")
+    p.add_argument("--no-syncnet", action="store_true", help="skip the SyncNet-v2 weights (only used for sync scoring)")
     args = p.parse_args(argv)
     args.models.mkdir(parents=True, exist_ok=True)
     try:
@@ -32,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for name in ("unet", "whisper", "vae", "mask", "insightface_dir"):
         print(f"[fetch_models] {name}: {getattr(found, name)}")
+    if not args.no_syncnet:
+        try:
+            print(f"[fetch_models] syncnet_v2: {locate_syncnet_v2(args.models, download=not args.no_download)}")
+        except ModelNotFoundError as e:
+            print(f"[fetch_models] {e}", file=sys.stderr)
+            return 1
     return 0
 
 
