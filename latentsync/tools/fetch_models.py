@@ -1,7 +1,9 @@
 """python -m latentsync.tools.fetch_models --models DIR [--version 1.5|1.6] [--face-backend insightface|offline]
+                                         [--training]
 
 Find every official file under DIR (a ComfyUI-style models/ folder) or download it. Exit status 0 when the whole
-set is ready, 1 with one clear message per missing file otherwise.
+set is ready, 1 with one clear message per missing file otherwise. ``--training`` also fetches the frozen networks that
+U-Net training needs (StableSyncNet, VideoMAE-v2 for TREPA, LPIPS' VGG16) into DIR/latentsync/auxiliary/.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--version", choices=["1.5", "1.6"], default="1.5")
     p.add_argument("--face-backend", choices=["insightface", "offline"], default="insightface")
     p.add_argument("--no-download", action="store_true")
+    p.add_argument("--training", action="store_true", help="also fetch the frozen networks U-Net training uses")
     args = p.parse_args(argv)
     args.models.mkdir(parents=True, exist_ok=True)
     try:
@@ -32,6 +35,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for name in ("unet", "whisper", "vae", "mask", "insightface_dir"):
         print(f"[fetch_models] {name}: {getattr(found, name)}")
+    if args.training:
+        from ..hub import TRAINING_FILES, locate_training_file
+
+        failed = 0
+        for which in TRAINING_FILES:
+            try:
+                print(f"[fetch_models] {which}: {locate_training_file(args.models, which, not args.no_download)}")
+            except ModelNotFoundError as e:
+                print(f"[fetch_models] {e}", file=sys.stderr)
+                failed += 1
+        return 1 if failed else 0
     return 0
 
 
