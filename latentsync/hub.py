@@ -10,6 +10,7 @@ Models root = a ComfyUI ``models/`` folder::
     vae/sd-vae-ft-mse/                      stabilityai/sd-vae-ft-mse : config.json + diffusion_pytorch_model.safetensors
                                             (or a single file vae/vae-ft-mse-840000-ema-pruned.safetensors)
     insightface/models/buffalo_l/           insightface model-zoo buffalo_l.zip (det_10g.onnx, 2d106det.onnx)
+    latentsync/auxiliary/syncnet_v2.model   ByteDance/LatentSync-1.5 : auxiliary/syncnet_v2.model (SyncNet-v2, sync scoring)
     TINY_MODEL_SET.txt                      marker written by latentsync.tools.make_tiny (random weights)
 
 Only the mask has a published checksum; the other files have ``sha256=None`` (the official repos publish none).
@@ -83,6 +84,12 @@ WHISPER_FILE = ModelFile(
     repo_file="whisper/tiny.pt",
 )
 MASK_FILE = ModelFile(name="mouth mask", relpath="latentsync/mask.png", url=MASK_URL, sha256=MASK_SHA256)
+SYNCNET_V2_FILE = ModelFile(  # evaluation network (LSE-C / LSE-D); the official code fetches it from the 1.5 repo
+    name="SyncNet-v2 (sync scoring)",
+    relpath="latentsync/auxiliary/syncnet_v2.model",
+    repo_id="ByteDance/LatentSync-1.5",
+    repo_file="auxiliary/syncnet_v2.model",
+)
 VAE_FILES = tuple(
     ModelFile(name=f"SD VAE ({f})", relpath=f"{VAE_FOLDER}/{f}", repo_id="stabilityai/sd-vae-ft-mse", repo_file=f)
     for f in VAE_FOLDER_FILES
@@ -363,6 +370,7 @@ def locate_model_set(
     )
 
 
+<<<<<<< HEAD
 # ---------------------------------------------------------------------------------------------------------------
 # Training-only networks (frozen supervisors of `training/`); never needed for inference.
 
@@ -393,3 +401,14 @@ def locate_training_file(models_root: str | Path, which: str, download: bool = T
     if which not in TRAINING_FILES:
         raise ValueError(f"unknown training file {which!r}; choose one of {', '.join(TRAINING_FILES)}")
     return locate_file(models_root, TRAINING_FILES[which], download=download)
+=======
+def locate_syncnet_v2(models_root: str | Path, download: bool = True, endpoint: str | None = None) -> Path:
+    """``latentsync/auxiliary/syncnet_v2.model`` under ``models_root``, downloaded when missing and allowed (never
+    into a tiny random-weight set, whose own random SyncNet-v2 is written by make_tiny)."""
+    root = Path(models_root).expanduser()
+    tiny = is_tiny_set(root)
+    why = (f"this is a tiny random-weight set ({TINY_MARKER} present); it is never completed with downloads" if tiny
+           else "automatic download is off")
+    return locate_file(root, SYNCNET_V2_FILE, download=download and not tiny, endpoint=endpoint,
+                       no_download_reason=why)
+>>>>>>> issue8

@@ -8,9 +8,9 @@ PY=.venv/bin/python
 MODELS="${LATENTSYNC_MODELS:-models}"
 VERSION="${LATENTSYNC_VERSION:-1.5}"
 mkdir -p output
-if $PY -m latentsync.tools.fetch_models --models "$MODELS" --version "$VERSION" --face-backend insightface; then
+if $PY -m latentsync.tools.fetch_models --models "$MODELS" --version "$VERSION" --face-backend insightface --no-syncnet; then
   echo "[demo] official model set ready in $MODELS (InsightFace)"
-elif $PY -m latentsync.tools.fetch_models --models "$MODELS" --version "$VERSION" --face-backend offline --no-download; then
+elif $PY -m latentsync.tools.fetch_models --models "$MODELS" --version "$VERSION" --face-backend offline --no-download --no-syncnet; then
   echo "[demo] official model set ready in $MODELS (InsightFace not available: offline face detector)"
 else
   cat <<MSG

@@ -16,6 +16,7 @@ from latentsync.tools.make_tiny import TAESD_NAME, make_tiny_model_set, main
 REPO = Path(__file__).resolve().parents[1]
 LAYOUT_256 = [
     "TINY_MODEL_SET.txt",
+    "latentsync/auxiliary/syncnet_v2.model",
     "latentsync/mask.png",
     "latentsync/v1.5/latentsync_unet.pt",
     "latentsync/v1.5/unet_config.yaml",

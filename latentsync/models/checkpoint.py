@@ -10,21 +10,15 @@ from typing import Any, Mapping
 
 import torch
 
+from ..state_dict_keys import key_problems, unwrap_state_dict
 from .motion_module import sinusoidal_position_table
 from .unet_3d import DEFAULT_CONFIG, UNet3DConditionModel, resolve_unet_config
 
 PE_SUFFIX = "pos_encoder.pe"
-_SHOW = 5  # keys named per problem in error messages
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file cannot be loaded into the U-Net (unsafe content, wrong keys or shapes)."""
-
-
-def _names(keys: list[str]) -> str:
-    shown = ", ".join(keys[:_SHOW])
-    more = f" (+{len(keys) - _SHOW} more)" if len(keys) > _SHOW else ""
-    return f"{len(keys)}: {shown}{more}"
 
 
 def load_unet_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -55,17 +49,7 @@ def load_state_dict_file(path: str | os.PathLike, what: str = "U-Net") -> dict[s
             f"could run arbitrary code (torch.load weights_only=True rejected it: {first_line}). Use the official "
             f"file or re-save the weights as a plain state dict / .safetensors."
         ) from exc
-    if isinstance(obj, Mapping) and "state_dict" in obj:
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a state dict or {{'state_dict': ...}}")
-    not_tensors = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-    if not_tensors:
-        raise CheckpointError(f"{path}: entries that are not tensors {_names(not_tensors)}")
-    state_dict = dict(obj)
-    if state_dict and all(k.startswith("module.") for k in state_dict):  # saved from a DDP wrapper
-        state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
-    return state_dict
+    return unwrap_state_dict(obj, path, CheckpointError)  # also strips a DDP "module." prefix
 
 
 def infer_unet_config(state_dict: Mapping[str, torch.Tensor], base: Mapping[str, Any] | None = None) -> dict:
@@ -133,19 +117,8 @@ def load_state_dict_into_unet(unet: UNet3DConditionModel, state_dict: dict[str, 
     `state_dict` is consumed (its entries are replaced).
     """
     expected = unet.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    missing_pe = [k for k in missing if k.endswith(PE_SUFFIX)]
-    missing = [k for k in missing if not k.endswith(PE_SUFFIX)]
-    unexpected = [k for k in state_dict if k not in expected]
-    mismatched = [f"{k} (file {tuple(state_dict[k].shape)}, model {tuple(expected[k].shape)})"
-                  for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {_names(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys {_names(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatches {_names(mismatched)}")
+    missing_pe = [k for k in expected if k not in state_dict and k.endswith(PE_SUFFIX)]
+    problems = key_problems(expected, state_dict, optional_suffixes=(PE_SUFFIX,))
     if problems:
         raise CheckpointError("checkpoint does not fit the U-Net config: " + "; ".join(problems)
                               + ". Check that the config (stage1 / stage2 / stage2_512) matches the file.")

@@ -66,7 +66,7 @@ def randomize_(module: nn.Module, generator: torch.Generator) -> nn.Module:
     exercises every path. Buffers (e.g. positional tables) are kept."""
     with torch.no_grad():
         for sub in module.modules():
-            is_norm = isinstance(sub, (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm2d))
+            is_norm = isinstance(sub, (nn.GroupNorm, nn.LayerNorm, nn.modules.batchnorm._BatchNorm))
             for name, p in sub.named_parameters(recurse=False):
                 noise = torch.randn(p.shape, generator=generator, dtype=torch.float32)
                 if p.ndim >= 2:
@@ -158,6 +158,15 @@ def write_vae(folder: Path, generator: torch.Generator) -> Path:
     return folder
 
 
+def write_syncnet_v2(path: Path, generator: torch.Generator) -> Path:
+    """Random SyncNet-v2 (real architecture and size) as a plain state dict, like the official syncnet_v2.model."""
+    from ..eval.syncnet_v2 import SyncNetV2
+
+    net = randomize_(_build(SyncNetV2), generator)
+    _atomic_bytes(path, lambda p: torch.save(net.state_dict(), p))
+    return path
+
+
 def write_mask(path: Path) -> Path:
     from PIL import Image
 
@@ -192,6 +201,7 @@ def planned_files(out: Path, resolution: int) -> list[Path]:
         out / hub.MASK_FILE.relpath,
         out / hub.VAE_FOLDER,
         out / "vae" / TAESD_NAME,
+        out / hub.SYNCNET_V2_FILE.relpath,
         out / hub.TINY_MARKER,
     ]
 
@@ -208,7 +218,8 @@ def make_tiny_model_set(out: str | Path, resolution: int = 256, seed: int = 0) -
         raise FileExistsError(f"refusing to overwrite existing files: {', '.join(existing)}")
     version = RESOLUTION_VERSION[resolution]
     unet_dir = out / "latentsync" / f"v{version}"
-    for folder in (unet_dir, (out / hub.WHISPER_FILE.relpath).parent, (out / hub.VAE_FOLDER).parent):
+    for folder in (unet_dir, (out / hub.WHISPER_FILE.relpath).parent, (out / hub.VAE_FOLDER).parent,
+                   (out / hub.SYNCNET_V2_FILE.relpath).parent):
         folder.mkdir(parents=True, exist_ok=True)
 
     generator = torch.Generator().manual_seed(seed)
@@ -216,6 +227,7 @@ def make_tiny_model_set(out: str | Path, resolution: int = 256, seed: int = 0) -
     write_vae(out / hub.VAE_FOLDER, generator)
     write_whisper(out / hub.WHISPER_FILE.relpath, seed)
     write_mask(out / hub.MASK_FILE.relpath)
+    write_syncnet_v2(out / hub.SYNCNET_V2_FILE.relpath, generator)
     from .tiny_taesd import save_random_taesd
 
     with torch.random.fork_rng(devices=[]):  # its module constructors draw from the global RNG
