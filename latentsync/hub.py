@@ -370,7 +370,6 @@ def locate_model_set(
     )
 
 
-<<<<<<< HEAD
 # ---------------------------------------------------------------------------------------------------------------
 # Training-only networks (frozen supervisors of `training/`); never needed for inference.
 
@@ -401,7 +400,8 @@ def locate_training_file(models_root: str | Path, which: str, download: bool = T
     if which not in TRAINING_FILES:
         raise ValueError(f"unknown training file {which!r}; choose one of {', '.join(TRAINING_FILES)}")
     return locate_file(models_root, TRAINING_FILES[which], download=download)
-=======
+
+
 def locate_syncnet_v2(models_root: str | Path, download: bool = True, endpoint: str | None = None) -> Path:
     """``latentsync/auxiliary/syncnet_v2.model`` under ``models_root``, downloaded when missing and allowed (never
     into a tiny random-weight set, whose own random SyncNet-v2 is written by make_tiny)."""
@@ -411,4 +411,3 @@ def locate_syncnet_v2(models_root: str | Path, download: bool = True, endpoint: 
            else "automatic download is off")
     return locate_file(root, SYNCNET_V2_FILE, download=download and not tiny, endpoint=endpoint,
                        no_download_reason=why)
->>>>>>> issue8
