@@ -51,7 +51,10 @@ def make_accelerator(cfg: DictConfig):
         LOG.warning("run.mixed_precision=fp16 needs a CUDA GPU; training in fp32 on this machine")
         precision = "no"
     project = ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs"))
-    accelerator = Accelerator(mixed_precision=precision, log_with="tensorboard", project_config=project)
+    # Several processes without CUDA (`accelerate launch --multi_gpu --num_processes N` on a CPU machine): DDP over
+    # gloo on the CPU; accelerate only picks that backend when asked for the CPU.
+    cpu_ddp = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(mixed_precision=precision, log_with="tensorboard", project_config=project, cpu=cpu_ddp)
     set_seed(int(cfg.run.seed) + accelerator.process_index)
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")

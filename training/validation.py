@@ -34,7 +34,7 @@ def _sync_scorer(cfg: DictConfig, root: Path, device):
         return None
     v = cfg.validation
     try:
-        syncnet = sync_eval.load_syncnet_v2(v.get("syncnet_v2") or sync_eval.locate_syncnet_v2(
+        syncnet = sync_eval.load_syncnet_v2(v.get("syncnet_v2") or hub.locate_syncnet_v2(
             root, download=bool(cfg.models.download)), device=device)
     except (FileNotFoundError, hub.ModelNotFoundError, ValueError) as exc:
         LOG.warning("validation: no SyncNet-v2 weights, sync confidence is not measured: %s", exc)
