@@ -23,7 +23,6 @@ from latentsync.models.stable_syncnet import (
     sync_loss,
     syncnet_config,
 )
-from latentsync.vae import VAECodec, load_vae
 
 from . import runtime
 from .aux_models import models_root
@@ -74,6 +73,8 @@ class SyncNetObjective:
     def visual_input(self, frames: torch.Tensor, generator) -> torch.Tensor:
         if self.vae is None:
             return frames
+        from latentsync.vae import VAECodec
+
         b, f = frames.shape[:2]
         latents = VAECodec(self.vae, generator=generator, batch_size=b * f).encode(frames.flatten(0, 1))
         return latents.unflatten(0, (b, f)).flatten(1, 2).float()  # b (f c) h w
@@ -134,6 +135,8 @@ def train(cfg: DictConfig) -> Path:
         require(cfg, "data.data_dir")
     vae = None
     if cfg.data.get("latent_space"):
+        from latentsync.vae import load_vae
+
         with accelerator.main_process_first():
             root = models_root(cfg, output_dir)
             vae_path = Path(cfg.models.vae) if cfg.models.get("vae") else hub.locate_vae(
