@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -93,7 +94,13 @@ def _init_worker(args: argparse.Namespace, threads: int | None = None) -> None:
 
 
 def _work(path: str, out_dir: str, state_file: str) -> dict:
-    report = process_input(Path(path), Path(out_dir), _TOOLS, _SETTINGS)
+    try:
+        report = process_input(Path(path), Path(out_dir), _TOOLS, _SETTINGS)
+    except Exception as exc:  # an unexpected failure on one input must not stop the others; it is retried next run
+        import traceback
+
+        return {"input": path, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(limit=8), "segments": []}
     _write_json(Path(state_file), report)
     return report
 
@@ -126,8 +133,8 @@ def write_outputs(output: Path, inputs: list[Path], state: Path, settings: dict)
                "dropped": {}}
     for e in entries:
         for seg in e["segments"]:
-            if not seg["kept"]:
-                why = seg["reason"].split(" (")[0].split(":")[0]
+            if not seg["kept"]:  # grouped by the kind of reason ("no face in N of N frames")
+                why = re.sub(r"-?\d+(\.\d+)?", "N", seg["reason"].split(" (")[0].split(":")[0])
                 summary["dropped"][why] = summary["dropped"].get(why, 0) + 1
     (output / FILESLIST_NAME).write_text("".join(f"{c}\n" for c in sorted(clips)), encoding="utf-8")
     _write_json(output / REPORT_NAME, {"settings": settings, "summary": summary, "inputs": entries})
@@ -148,11 +155,15 @@ def main(argv=None) -> int:
     todo = [p for p in inputs if not (state / f"{input_key(p)}.json").is_file()]
     print(f"prepare_data: {len(inputs)} inputs, {len(inputs) - len(todo)} already done, {len(todo)} to process")
     bar = tqdm(total=len(todo), desc="inputs", unit="video", dynamic_ncols=True, file=sys.stderr)
-    counts = {"clips": 0, "broken": 0}
+    counts = {"clips": 0, "broken": 0, "failed": 0}
+    failures = []
 
     def done(report: dict) -> None:
         counts["clips"] += sum(1 for seg in report["segments"] if seg.get("kept"))
         counts["broken"] += report["status"] == "broken"
+        if report["status"] == "failed":
+            counts["failed"] += 1
+            failures.append(report)
         bar.set_postfix(counts)
         bar.update(1)
 
@@ -174,7 +185,10 @@ def main(argv=None) -> int:
           f"({summary['broken']} broken, {summary['without_usable_segment']} without a usable segment); "
           f"dropped segments: {summary['dropped'] or 'none'}")
     print(f"prepare_data: wrote {output / FILESLIST_NAME} and {output / REPORT_NAME}")
-    return 0
+    for report in failures:
+        print(f"prepare_data: FAILED on {report['input']} (retried on the next run): {report['error']}\n"
+              f"{report['traceback']}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -24,8 +24,7 @@ def training_models(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def raw_videos(tmp_path_factory) -> dict[str, Path]:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from media import make_raw_set
+    from training_tests.media import make_raw_set
 
     return make_raw_set(shared_path("media", "clip_speaking_woman_frontal_350px_15fps.mp4").parent,
                         tmp_path_factory.mktemp("raw-videos"))

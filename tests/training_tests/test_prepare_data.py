@@ -53,6 +53,7 @@ def test_broken_and_faceless_inputs_are_reported_and_skipped(prepared):
     noface = entry(report, "noface.mp4")
     assert noface["status"] == "no_usable_segment"
     assert [s["reason"] for s in noface["segments"]] == ["no face in 50 of 50 frames"]
+    assert report["summary"]["dropped"] == {"no face in N of N frames": 1}
     summary = report["summary"]
     assert summary == {**summary, "inputs": 5, "finished": 5, "broken": 1, "without_usable_segment": 1, "clips": 4}
     assert "5 inputs, 0 already done, 5 to process" in prepared["stdout"]
