@@ -251,6 +251,7 @@ def train_loop(cfg: DictConfig, accelerator, output_dir: Path, model, optimizer,
     overfit = bool(cfg.data.get("overfit_one_batch", False))
     every = int(cfg.validation.get("every", 0) or 0)
     while step < max_steps:
+        started = time.perf_counter()
         model.train()
         totals: dict[str, float] = {}
         seen_ids, seen_clips = [], []
@@ -273,7 +274,7 @@ def train_loop(cfg: DictConfig, accelerator, output_dir: Path, model, optimizer,
         step += 1
         metrics.samples_seen(step, seen_ids, seen_clips)
         metrics.log(step, {**{k if k == "loss" else f"loss/{k}": v for k, v in totals.items()},
-                           "lr": lr_scheduler.get_last_lr()[0]})
+                           "lr": lr_scheduler.get_last_lr()[0], "time/step_s": time.perf_counter() - started})
         progress.update(loss=totals["loss"])
         last = step == max_steps
         if accelerator.is_main_process and (step % int(cfg.ckpt.save_ckpt_steps) == 0 or last):
