@@ -10,8 +10,9 @@ from __future__ import annotations
 def all_nodes() -> list:
     """Every node class of the pack, in menu order."""
     from . import audio, decode, faces, latents, length, lipsync, loaders, paste, sampler  # noqa: PLC0415
+    from . import score  # noqa: PLC0415
     from .runtime import register_model_folders  # noqa: PLC0415
 
     register_model_folders()
     return [*loaders.NODES, *lipsync.NODES, *faces.NODES, *length.NODES, *audio.NODES, *latents.NODES,
-            *sampler.NODES, *decode.NODES, *paste.NODES]
+            *sampler.NODES, *decode.NODES, *paste.NODES, *score.NODES]

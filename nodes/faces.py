@@ -14,6 +14,17 @@ from .types import (FaceAnalyzer, Faces, FaceTrack, LatentSyncModel, face_region
 SELECTION_MODES = ["largest", "index"]
 
 
+def face_choice_inputs(what: str = "used") -> list:
+    """The face_selection / face_index inputs: which face is ``what`` when a frame has several."""
+    return [
+        io.Combo.Input("face_selection", options=SELECTION_MODES, default="largest",
+                       tooltip=f"Which face is {what} when there are several: the largest, or the n-th from the left "
+                               "(face_index). The chosen person is then tracked across frames."),
+        io.Int.Input("face_index", default=0, min=0, max=64,
+                     tooltip="With face_selection = index: 0 is the leftmost face."),
+    ]
+
+
 def detect_faces(analyzer, model, images, face_selection: str = "largest", face_index: int = 0,
                  progress: runtime.Progress | None = None) -> FaceTrack:
     frames = image_to_uint8(images)
@@ -38,11 +49,7 @@ class LatentSyncDetectFaces(io.ComfyNode):
                 LatentSyncModel.Input("model", tooltip="The LatentSync model: sets the crop resolution (256 for "
                                                        "1.5, 512 for 1.6) and the mouth mask."),
                 io.Image.Input("images", tooltip="Video frames (an IMAGE batch, in playback order)."),
-                io.Combo.Input("face_selection", options=SELECTION_MODES, default="largest",
-                               tooltip="Which face when there are several: the largest, or the n-th from the left "
-                                       "(face_index). The chosen person is then tracked across frames."),
-                io.Int.Input("face_index", default=0, min=0, max=64,
-                             tooltip="With face_selection = index: 0 is the leftmost face."),
+                *face_choice_inputs("aligned"),
             ],
             outputs=[
                 Faces.Output(display_name="faces", tooltip="Aligned faces: crops, matrices, boxes, face flags."),

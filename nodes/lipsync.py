@@ -12,6 +12,7 @@ from ..latentsync.face.selection import FaceSelector
 from ..latentsync.pipeline import WINDOW, LipSyncPipeline
 
 from . import runtime
+from .score import add_output_score, score_switch
 from .types import (FaceAnalyzer, LatentSyncModel, WhisperModel, audio_to_waveform, image_to_uint8, to_fraction,
                     uint8_to_image, waveform_to_audio)
 
@@ -80,13 +81,14 @@ class LatentSyncLipSyncVideo(io.ComfyNode):
                                tooltip="The speech to lip-sync to. Not connected: the video's own audio track."),
                 *_model_inputs(),
                 *_sampling_inputs(),
+                score_switch(),
             ],
             outputs=[io.Video.Output(display_name="video", tooltip="The lip-synced video with the audio.")],
         )
 
     @classmethod
     def execute(cls, video, model, vae, whisper, face_analyzer, seed, steps, guidance, deepcache,
-                deepcache_interval, audio=None) -> io.NodeOutput:
+                deepcache_interval, audio=None, score=False) -> io.NodeOutput:
         components = video.get_components()
         if audio is None:
             audio = components.audio
@@ -95,6 +97,7 @@ class LatentSyncLipSyncVideo(io.ComfyNode):
         images, out_audio, fps, ui = run_lipsync(model, vae, whisper, face_analyzer, components.images,
                                                  components.frame_rate, audio, seed, steps, guidance, deepcache,
                                                  deepcache_interval)
+        ui = add_output_score(ui, score, images, fps, out_audio, face_analyzer)
         result = InputImpl.VideoFromComponents(Types.VideoComponents(images=images, audio=out_audio, frame_rate=fps))
         return io.NodeOutput(result, ui=ui)
 
@@ -115,6 +118,7 @@ class LatentSyncLipSyncImages(io.ComfyNode):
                                tooltip="Frame rate of the frames (e.g. the fps output of Get Video Components)."),
                 *_model_inputs(),
                 *_sampling_inputs(),
+                score_switch(),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="Lip-synced frames."),
@@ -124,9 +128,10 @@ class LatentSyncLipSyncImages(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, audio, frame_rate, model, vae, whisper, face_analyzer, seed, steps, guidance,
-                deepcache, deepcache_interval) -> io.NodeOutput:
-        out_images, out_audio, _fps, ui = run_lipsync(model, vae, whisper, face_analyzer, images, frame_rate, audio,
-                                                      seed, steps, guidance, deepcache, deepcache_interval)
+                deepcache, deepcache_interval, score=False) -> io.NodeOutput:
+        out_images, out_audio, fps, ui = run_lipsync(model, vae, whisper, face_analyzer, images, frame_rate, audio,
+                                                     seed, steps, guidance, deepcache, deepcache_interval)
+        ui = add_output_score(ui, score, out_images, fps, out_audio, face_analyzer)
         return io.NodeOutput(out_images, out_audio, ui=ui)
 
 

@@ -351,3 +351,41 @@ def test_unet_is_managed_by_comfyui_memory_manager(loaded):
     managed = RT.ManagedUNet(model.patcher)
     next(managed.parameters())  # the sampler's first question loads it back
     assert any(m.model is model.patcher for m in mm.current_loaded_models)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sync scoring: the score switch of the one-node paths and the Sync Score node's input checks
+
+
+def test_score_switch_reports_an_unscorable_output_on_the_node_without_failing(loaded):
+    """Frames without a face pass through the lip-sync; the switch then cannot score them: the node still returns
+    its result, and says why on the node (the tiny set's SyncNet-v2 was found through the model folders)."""
+    model, vae, whisper, faces = loaded
+    images = random_frames(2, 40, 40, seed=8)
+    result = N["LatentSyncLipSyncImages"].execute(images, tone(0.48, 16000), 25.0, model, vae, whisper, faces, 1, 2,
+                                                  1.0, True, 3, score=True)
+    assert result.result[0].shape == (12, 40, 40, 3)
+    (report,) = result.ui["latentsync_sync"]
+    assert report["label"] == "output" and "no face found in any of the 12 frames" in report["error"]
+    assert result.ui["latentsync_faces"][0]["without_face"] == 12
+    off = N["LatentSyncLipSyncImages"].execute(images, tone(0.48, 16000), 25.0, model, vae, whisper, faces, 1, 2,
+                                               1.0, True, 3)
+    assert "latentsync_sync" not in off.ui  # the switch is off by default
+
+
+def test_sync_score_node_says_what_to_connect(loaded):
+    faces = loaded[3]
+    syncnet = N["LatentSyncSyncNetLoader"].execute("auxiliary/syncnet_v2.model", False).result[0]
+    assert syncnet.is_tiny
+    score = N["LatentSyncSyncScore"].execute
+    images = random_frames(8, 32, 32, seed=9)
+    with pytest.raises(ValueError, match="connect a VIDEO, or IMAGE frames \\+ AUDIO"):
+        score(syncnet, faces, 25.0, "largest", 0)
+    with pytest.raises(ValueError, match="connect the AUDIO"):
+        score(syncnet, faces, 25.0, "largest", 0, images=images)
+    with pytest.raises(ValueError, match="the video has no audio track"):
+        score(syncnet, faces, 25.0, "largest", 0, video=video_of(images, Fraction(25)))
+    with pytest.raises(ValueError, match="cannot score lip sync: no face found in any of the 8 frames"):
+        score(syncnet, faces, 25.0, "largest", 0, images=images, audio=tone(1.0, 16000))
+    with pytest.raises((ValueError, FileNotFoundError)):
+        N["LatentSyncSyncNetLoader"].execute("../../etc/passwd", False)

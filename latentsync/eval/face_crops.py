@@ -4,7 +4,8 @@ One chosen face (our detector + `FaceSelector`) is followed through the 25 fps f
 frames without a detection when the face is found again within ``max_gap`` (25) frames — the missing boxes are
 linearly interpolated, as the official tracker does — and ends otherwise (its last frames are those up to the last
 detection). For each track, the box is turned into a half-size ``s = max(w, h) / 2`` and a centre (x, y), each
-median-filtered over 13 frames (zero-padded at the track's ends, as ``scipy.signal.medfilt``), and the crop is
+median-filtered over 13 frames (zero-padded at the track's ends, as ``scipy.signal.medfilt``; a track of fewer than
+7 frames, which the official tracker never keeps, takes the median of its own boxes), and the crop is
 
     rows    y - s        ..  y + s·(1 + 2·crop_scale)       (from the brow to well below the chin)
     columns x - s·(1+cs) ..  x + s·(1 + cs)                 (a square of 2·s·(1 + cs) = 2.8·s for cs = 0.4)
@@ -143,7 +144,9 @@ class FaceCropTracker:
         for i in range(track.cropped, ready):
             lo, hi = i - half, i + half + 1
             window = np.array([box_geometry(b) for b in track.boxes[max(lo, 0) : min(hi, n)]])  # (m, 3): s, x, y
-            zeros = np.zeros((max(0, -lo) + max(0, hi - n), 3))  # beyond the track's ends (medfilt's zero padding)
+            # medfilt's zero padding beyond the track's ends; a track shorter than half a window (at most one
+            # scorable 5-frame window) would get all-zero medians from it, so it uses its own boxes only
+            zeros = np.zeros((max(0, -lo) + max(0, hi - n), 3) if n > half else (0, 3))
             s, x, y = np.median(np.concatenate([zeros, window]), axis=0)
             k = track.start + i
             events.append(CropEvent(track.index, k, crop_face(track.frames.pop(k), s, x, y, self.crop_scale,

@@ -24,6 +24,7 @@ HELP_NODE = {  # the node whose help page is opened in each workflow
     "latentsync_video": "LatentSyncLipSyncVideo",
     "latentsync_modular": "LatentSyncSampler",
     "latentsync_image_batch": "LatentSyncLipSyncImages",
+    "latentsync_score": "LatentSyncSyncScore",
 }
 
 
@@ -86,6 +87,11 @@ def test_ui_workflow_loads_runs_from_the_page_and_shows_help(comfy_server, workf
     assert reports, "no node shows a face report (web/js/latentsync.js)"
     assert all(r["report"]["with_face"] == cs.EXPECTED_FRAMES for r in reports), reports
     assert all(r["text"].startswith("\u2713 face found in all") for r in reports), reports
+    if workflow.stem == "latentsync_score":  # the sync figures drawn on both score nodes and the lip-sync node
+        syncs = sorted((r["type"], r["text"].split(": confidence")[0]) for r in report["sync_reports"])
+        assert syncs == [("LatentSyncLipSyncVideo", "output sync"), ("LatentSyncSyncScore", "sync"),
+                         ("LatentSyncSyncScore", "sync")], report["sync_reports"]
+        assert all("(random weights)" in r["text"] for r in report["sync_reports"]), report["sync_reports"]
     assert own_console_errors(report) == []
     assert Path(report["screenshot"]).is_file() and Path(report["screenshot_after_queue"]).is_file()
     assert Path(report["help"]["screenshot"]).is_file()

@@ -50,6 +50,18 @@ Frames without a face are passed through unchanged (a warning shows on the node)
 """
 
 
+SCORE_NOTE = """
+## Sync scores
+
+*LatentSync Sync Score* rates lip sync with SyncNet-v2 as the official evaluation does
+(`latentsync/auxiliary/syncnet_v2.model`, from ByteDance/LatentSync-1.5, downloaded on first use):
+**confidence** (LSE-C, higher is better), **distance** (LSE-D, lower is better) and the **offset** in frames at
+25 fps (0 = in sync). Bottom left: the original clip against the new speech; right: the lip-synced result.
+The figures show under each score node; the plots show the distance at each offset and the confidence over time.
+The lip-sync node's own *score* switch is on too: it shows the output's figures on that node.
+"""
+
+
 def loaders(x: int, y: int) -> list[dict]:
     return [
         {"id": "model", "type": "LatentSyncModelLoader", "pos": [x, y], "size": [330, 160],
@@ -153,6 +165,42 @@ WORKFLOWS = {
             ("sync", "images", "create", "images"), ("components", "fps", "create", "fps"),
             ("sync", "audio", "create", "audio"),
             ("create", "VIDEO", "save", "video"),
+        ],
+        "groups": [],
+    },
+    # (d) lip-sync the demo clip and score the input (original mouth vs the new speech) and the output side by side
+    "latentsync_score": {
+        "nodes": [
+            note(0, 0, MODELS_NOTE + SCORE_NOTE, size=(400, 760)),
+            {"id": "video", "type": "LoadVideo", "pos": [440, 0], "widgets": {"file": "demo_clip_15fps.mp4"}},
+            {"id": "audio", "type": "LoadAudio", "pos": [440, 420],
+             "widgets": {"audio": "demo_speech_arctic_a0007.wav"}},
+            *loaders(800, 0),
+            {"id": "syncnet", "type": "LatentSyncSyncNetLoader", "pos": [800, 560], "size": [330, 90],
+             "widgets": {"syncnet": "auxiliary/syncnet_v2.model", "download_missing": True}},
+            {"id": "sync", "type": "LatentSyncLipSyncVideo", "pos": [1180, 0], "widgets": {**SAMPLING, "score": True}},
+            {"id": "save", "type": "SaveVideo", "pos": [1580, 0], "size": [360, 420],
+             "widgets": {"filename_prefix": "video/LatentSync_scored", "format": "auto", "codec": "auto"}},
+            {"id": "score_in", "type": "LatentSyncSyncScore", "pos": [1180, 560], "size": [330, 230],
+             "widgets": {"face_selection": "largest", "face_index": 0}},
+            {"id": "score_out", "type": "LatentSyncSyncScore", "pos": [1980, 0], "size": [330, 230],
+             "widgets": {"face_selection": "largest", "face_index": 0}},
+            {"id": "plot_in", "type": "PreviewImage", "pos": [1180, 900], "size": [560, 420]},
+            {"id": "plot_out", "type": "PreviewImage", "pos": [1980, 340], "size": [560, 420]},
+        ],
+        "links": [
+            ("video", "VIDEO", "sync", "video"), ("audio", "AUDIO", "sync", "audio"),
+            ("model", "model", "sync", "model"), ("vae", "VAE", "sync", "vae"),
+            ("whisper", "whisper", "sync", "whisper"), ("faces_loader", "face_analyzer", "sync", "face_analyzer"),
+            ("sync", "video", "save", "video"),
+            ("syncnet", "syncnet", "score_in", "syncnet"),
+            ("faces_loader", "face_analyzer", "score_in", "face_analyzer"),
+            ("video", "VIDEO", "score_in", "video"), ("audio", "AUDIO", "score_in", "audio"),
+            ("score_in", "plot", "plot_in", "images"),
+            ("syncnet", "syncnet", "score_out", "syncnet"),
+            ("faces_loader", "face_analyzer", "score_out", "face_analyzer"),
+            ("sync", "video", "score_out", "video"),
+            ("score_out", "plot", "plot_out", "images"),
         ],
         "groups": [],
     },

@@ -139,6 +139,9 @@ def start(media_dir: Path) -> ComfyServer:
             raise FileNotFoundError(f"missing shared media {src}")
         shutil.copy2(src, base / "input" / name)
     write_first_seconds(media_dir / SPEECH, base / "input" / SPEECH_SHORT, SHORT_SECONDS)
+    for demo in (REPO / "assets" / "demo").glob("demo_*"):  # the media the shipped templates name
+        if not (base / "input" / demo.name).exists():
+            shutil.copy2(demo, base / "input" / demo.name)
     env = dict(os.environ, HF_HUB_OFFLINE="1", COMFY_PYTHON=PYTHON)
     env.pop("COMFY_ROOT", None)
     cmd = ["bash", str(HARNESS / "start_comfy.sh"), "-n", f"{REPO}={PACK_NAME}", "-b", str(base), "--strict",
@@ -316,3 +319,33 @@ def faceless_prompt(seed: int) -> dict:
             "deepcache": True, "deepcache_interval": 3}},
         "10": {"class_type": "SaveImage", "inputs": {"images": ["9", 0], "filename_prefix": "test/noface"}},
     }
+
+
+END_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
+
+
+def prompt_events(server, prompt: dict, timeout: float = 600):
+    """Queue ``prompt`` with a websocket open; yield ``(time, type, data)`` for each of its messages until it ends
+    (the ending message, one of END_EVENTS, is yielded last; its data holds the prompt_id)."""
+    import websocket  # noqa: PLC0415 - only the tests that watch a run need it
+
+    client_id = str(uuid.uuid4())
+    ws = websocket.create_connection(server.url.replace("http", "ws", 1) + f"/ws?clientId={client_id}",
+                                     timeout=timeout)
+    try:
+        prompt_id = server.queue(prompt, client_id)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            raw = ws.recv()
+            if isinstance(raw, bytes):  # preview images
+                continue
+            message = json.loads(raw)
+            data = message.get("data", {})
+            if data.get("prompt_id") not in (None, prompt_id):
+                continue
+            yield time.time(), message["type"], data
+            if message["type"] in END_EVENTS:
+                return
+        raise TimeoutError(f"prompt {prompt_id} did not end within {timeout} s")
+    finally:
+        ws.close()

@@ -1,13 +1,10 @@
 """Cancel (POST /interrupt) during sampling stops the run within one step; the next prompt runs normally."""
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-import websocket
 
 import comfy_session as cs
 from comfy_session import EXPECTED_FRAMES, assert_success, probe, saved_videos
@@ -26,41 +23,25 @@ def node_of(prompt: dict, class_type: str) -> str:
 def test_interrupt_during_sampling_stops_within_one_step_and_next_prompt_runs(comfy_server):
     prompt = cs.adapt_api(cs.load_json(MODULAR), {**cs.TEST_OVERRIDES, ("*", "steps"): LONG_STEPS})
     sampler = node_of(prompt, "LatentSyncSampler")
-    client_id = str(uuid.uuid4())
-    ws = websocket.create_connection(comfy_server.url.replace("http", "ws", 1) + f"/ws?clientId={client_id}",
-                                     timeout=600)
-    try:
-        prompt_id = comfy_server.queue(prompt, client_id)
-        steps = []  # (time, value) of the sampler's progress events
-        interrupted_at = None
-        after_interrupt = []
-        outcome = None
-        deadline = time.time() + 600
-        while time.time() < deadline:
-            msg = ws.recv()
-            if isinstance(msg, bytes):
-                continue
-            m = json.loads(msg)
-            data = m.get("data", {})
-            if data.get("prompt_id") not in (None, prompt_id):
-                continue
-            if m["type"] == "progress" and data.get("node") == sampler:
-                now = time.time()
-                if interrupted_at is None:
-                    steps.append((now, data["value"], data["max"]))
-                    if len(steps) >= 6:
-                        interrupted_at = time.time()
-                        comfy_server.post("/interrupt", {})
-                else:
-                    after_interrupt.append((now, data["value"]))
-            elif m["type"] in ("execution_interrupted", "execution_error", "execution_success"):
-                outcome = (m["type"], time.time(), data)
-                break
-        assert outcome is not None, "the run neither finished nor stopped"
-    finally:
-        ws.close()
+    steps = []  # (time, value) of the sampler's progress events
+    interrupted_at = None
+    after_interrupt = []
+    outcome = None
+    for now, kind, data in cs.prompt_events(comfy_server, prompt, timeout=600):
+        if kind == "progress" and data.get("node") == sampler:
+            if interrupted_at is None:
+                steps.append((now, data["value"], data["max"]))
+                if len(steps) >= 6:
+                    interrupted_at = time.time()
+                    comfy_server.post("/interrupt", {})
+            else:
+                after_interrupt.append((now, data["value"]))
+        elif kind in cs.END_EVENTS:
+            outcome = (kind, now, data)
+    assert outcome is not None, "the run neither finished nor stopped"
 
     kind, stopped_at, data = outcome
+    prompt_id = data["prompt_id"]
     assert kind == "execution_interrupted", data
     assert data.get("node_id") == sampler, f"interrupted in {data.get('node_type')}, expected the sampler"
     assert steps[-1][2] == LONG_STEPS and steps[-1][1] < LONG_STEPS

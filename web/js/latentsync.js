@@ -77,3 +77,63 @@ app.registerExtension({
     };
   },
 });
+
+// Sync scores (LatentSync Sync Score, and the lip-sync nodes with their `score` switch on): the nodes return
+// `{latentsync_sync: [{label, confidence, distance, offset_frames, offset_seconds, frames_scored, frames, error,
+// tiny}]}`; the figures are drawn under the node (below the face report when there is one).
+const SYNC_NODES = new Set(["LatentSyncSyncScore", "LatentSyncLipSyncVideo", "LatentSyncLipSyncImages"]);
+const SYNC_GOOD = 3.0; // the official data pipeline keeps clips with confidence >= 3
+
+function syncText(report) {
+  if (!report) return "";
+  const label = report.label ? `${report.label} ` : "";
+  if (report.error) return `\u26A0 ${label}not scored: ${report.error}`;
+  const offset = report.offset_frames > 0 ? `+${report.offset_frames}` : `${report.offset_frames}`;
+  const tiny = report.tiny ? " (random weights)" : "";
+  return `${label}sync: confidence ${report.confidence.toFixed(2)} \u00B7 distance ` +
+    `${report.distance.toFixed(2)} \u00B7 offset ${offset} fr${tiny}`;
+}
+
+app.registerExtension({
+  name: "LatentSync.SyncReport",
+
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (!SYNC_NODES.has(nodeData.name)) return;
+
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (message) {
+      const result = onExecuted?.apply(this, arguments);
+      const report = message?.latentsync_sync?.[0];
+      if (report) {
+        this.latentsyncSync = report;
+        this.latentsyncSyncText = syncText(report);
+        this.setDirtyCanvas?.(true, true);
+      }
+      return result;
+    };
+
+    const onDrawForeground = nodeType.prototype.onDrawForeground;
+    nodeType.prototype.onDrawForeground = function (ctx) {
+      const result = onDrawForeground?.apply(this, arguments);
+      const report = this.latentsyncSync;
+      if (!report || this.flags?.collapsed) return result;
+      const good = !report.error && !report.tiny && report.confidence >= SYNC_GOOD;
+      ctx.save();
+      ctx.font = "12px sans-serif";
+      ctx.textAlign = "left";
+      ctx.textBaseline = "top";
+      ctx.fillStyle = report.error ? WARN_COLOR : good ? OK_COLOR : "#9e9e9e";
+      ctx.fillText(this.latentsyncSyncText, 6, this.size[1] + (this.latentsyncReport ? 24 : 6));
+      ctx.restore();
+      return result;
+    };
+
+    const onExecutionStart = nodeType.prototype.onExecutionStart;
+    nodeType.prototype.onExecutionStart = function () {
+      const result = onExecutionStart?.apply(this, arguments);
+      this.latentsyncSync = null;
+      this.latentsyncSyncText = "";
+      return result;
+    };
+  },
+});
