@@ -26,7 +26,8 @@ bench: setup
 
 parity: setup
 	@for k in unet:golden_tiny scheduler:golden_scheduler loop:golden_loop whisper:golden_whisper audio:golden_audio affine:golden_affine \
-	  syncnet_v2:golden_syncnet_v2; do \
+	          syncnet_v2:golden_syncnet_v2 stable_syncnet:golden_stable_syncnet wav2lip_mel:golden_wav2lip_mel \
+	          train_math:golden_train_math; do \
 	  $(PY) -m latentsync.parity $${k%%:*} ../shared/golden/$${k##*:}.pt || exit 1; done
 
 clean:

@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-UNET_CONFIGS = ("stage1", "stage2", "stage2_512")
+UNET_CONFIGS = ("stage1", "stage2", "stage2_512", "stage2_efficient")
 
 # Released checkpoints: v1.5 = 256 px faces, v1.6 = 512 px faces; identical U-Net architecture (stage 2).
 VERSIONS: dict[str, dict[str, Any]] = {

@@ -370,6 +370,38 @@ def locate_model_set(
     )
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Training-only networks (frozen supervisors of `training/`); never needed for inference.
+
+AUXILIARY_DIR = "latentsync/auxiliary"
+STABLE_SYNCNET_FILE = ModelFile(
+    name="StableSyncNet (syncnet_16_pixel_attn, training sync loss)",
+    relpath="latentsync/auxiliary/stable_syncnet.pt",
+    repo_id="ByteDance/LatentSync-1.6",
+    repo_file="stable_syncnet.pt",
+)
+VIDEOMAE_FILE = ModelFile(
+    name="VideoMAE-v2 ViT-g/14 (TREPA loss)",
+    relpath="latentsync/auxiliary/vit_g_hybrid_pt_1200e_ssv2_ft.pth",
+    repo_id="ByteDance/LatentSync-1.5",
+    repo_file="auxiliary/vit_g_hybrid_pt_1200e_ssv2_ft.pth",
+)
+VGG16_FILE = ModelFile(  # LPIPS' backbone; torchvision's file (lpips ships only its linear heads)
+    name="VGG16 ImageNet weights (LPIPS backbone)",
+    relpath="latentsync/auxiliary/vgg16-397923af.pth",
+    url="https://download.pytorch.org/models/vgg16-397923af.pth",
+)
+TRAINING_FILES = {"stable_syncnet": STABLE_SYNCNET_FILE, "videomae": VIDEOMAE_FILE, "vgg16": VGG16_FILE}
+
+
+def locate_training_file(models_root: str | Path, which: str, download: bool = True) -> Path:
+    """Path of a frozen training network (``stable_syncnet``, ``videomae``, ``vgg16``) under ``models_root``,
+    downloaded when missing and allowed; otherwise `ModelNotFoundError` naming the file, its source and folder."""
+    if which not in TRAINING_FILES:
+        raise ValueError(f"unknown training file {which!r}; choose one of {', '.join(TRAINING_FILES)}")
+    return locate_file(models_root, TRAINING_FILES[which], download=download)
+
+
 def locate_syncnet_v2(models_root: str | Path, download: bool = True, endpoint: str | None = None) -> Path:
     """``latentsync/auxiliary/syncnet_v2.model`` under ``models_root``, downloaded when missing and allowed (never
     into a tiny random-weight set, whose own random SyncNet-v2 is written by make_tiny)."""

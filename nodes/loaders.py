@@ -40,7 +40,8 @@ def _resolution(version: str) -> int:
 def unet_choices() -> list[str]:
     """Every U-Net file under models/latentsync (not the Whisper ones), plus the official names (downloadable)."""
     found = [n for n in runtime.list_files(runtime.LATENTSYNC_FOLDER)
-             if not n.startswith("whisper/") and "syncnet" not in n.lower()]  # the repo's SyncNet is not a U-Net
+             if not n.startswith(("whisper/", "auxiliary/")) and "syncnet" not in n.lower()]  # SyncNets and the frozen
+    # training networks (latentsync/auxiliary/) are not U-Nets
     return list(OFFICIAL_UNETS) + sorted(set(found) - set(OFFICIAL_UNETS))
 
 

@@ -28,7 +28,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 STAMP="$VENV/.requirements.sha256"
-WANT="$(cat "$HARNESS/requirements-comfy.txt" "$HARNESS/constraints-lock.txt" "$HERE/requirements.txt" "$HERE/requirements-dev.txt" | sha256sum | cut -d' ' -f1)"
+WANT="$(cat "$HARNESS/requirements-comfy.txt" "$HARNESS/constraints-lock.txt" "$HERE/requirements.txt" "$HERE/requirements-dev.txt" "$HERE/training/requirements.txt" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "[setup] pip install (ComfyUI runtime pins + requirements-dev.txt)"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check \

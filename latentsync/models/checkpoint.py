@@ -22,7 +22,12 @@ class CheckpointError(RuntimeError):
 
 
 def load_unet_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a U-Net state dict on the CPU.
+    """Read a U-Net state dict on the CPU (see `load_state_dict_file`)."""
+    return load_state_dict_file(path, "U-Net")
+
+
+def load_state_dict_file(path: str | os.PathLike, what: str = "U-Net") -> dict[str, torch.Tensor]:
+    """Read a model's state dict on the CPU (`what` names the model in errors).
 
     `.safetensors` files, or torch pickles loaded with `weights_only=True` holding either `{"state_dict": ...,
     "global_step": ...}` (official training format) or a bare `{name: tensor}` dict. Zip-format pickles are
@@ -30,7 +35,7 @@ def load_unet_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"U-Net checkpoint not found: {path}")
+        raise FileNotFoundError(f"{what} checkpoint not found: {path}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -42,7 +47,7 @@ def load_unet_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"refusing to load {path}: it contains Python objects other than tensors and plain containers, which "
             f"could run arbitrary code (torch.load weights_only=True rejected it: {first_line}). Use the official "
-            f"latentsync_unet.pt or re-save the weights as a plain state dict / .safetensors."
+            f"file or re-save the weights as a plain state dict / .safetensors."
         ) from exc
     return unwrap_state_dict(obj, path, CheckpointError)  # also strips a DDP "module." prefix
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 KINDS = ("unet", "whisper", "audio", "affine", "scheduler", "loop", "syncnet_v2")
+KINDS += ("stable_syncnet", "wav2lip_mel", "train_math")  # training (issue 9)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,11 @@
 """python -m latentsync.tools.fetch_models --models DIR [--version 1.5|1.6] [--face-backend insightface|offline]
 [--no-syncnet]
+                                         [--training]
 
 Find every official file under DIR (a ComfyUI-style models/ folder) or download it: the lip-sync set and the
 SyncNet-v2 weights for sync scoring (skip those with --no-syncnet). Exit status 0 when the whole set is ready, 1 with
-one clear message per missing file otherwise.
+one clear message per missing file otherwise. ``--training`` also fetches the frozen networks that U-Net training
+needs (StableSyncNet, VideoMAE-v2 for TREPA, LPIPS' VGG16) into DIR/latentsync/auxiliary/.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--face-backend", choices=["insightface", "offline"], default="insightface")
     p.add_argument("--no-download", action="store_true")
     p.add_argument("--no-syncnet", action="store_true", help="skip the SyncNet-v2 weights (only used for sync scoring)")
+    p.add_argument("--training", action="store_true", help="also fetch the frozen networks U-Net training uses")
     args = p.parse_args(argv)
     args.models.mkdir(parents=True, exist_ok=True)
     try:
@@ -41,6 +44,17 @@ def main(argv: list[str] | None = None) -> int:
         except ModelNotFoundError as e:
             print(f"[fetch_models] {e}", file=sys.stderr)
             return 1
+    if args.training:
+        from ..hub import TRAINING_FILES, locate_training_file
+
+        failed = 0
+        for which in TRAINING_FILES:
+            try:
+                print(f"[fetch_models] {which}: {locate_training_file(args.models, which, not args.no_download)}")
+            except ModelNotFoundError as e:
+                print(f"[fetch_models] {e}", file=sys.stderr)
+                failed += 1
+        return 1 if failed else 0
     return 0
 
 

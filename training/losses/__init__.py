@@ -1,0 +1,1 @@
+"""Stage-2 supervision: sync (frozen StableSyncNet), perceptual (LPIPS), TREPA (VideoMAE-v2 features)."""
