@@ -103,7 +103,12 @@ VAE_FILE = ModelFile(
 
 
 class ModelNotFoundError(FileNotFoundError):
-    """A model file is missing and could not (or may not) be downloaded. The message says what, from where, to where."""
+    """A model file is missing and could not (or may not) be downloaded. The message says what, from where, to where;
+    ``reason`` is its last part alone (why it could not be had)."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class CorruptDownloadError(ModelNotFoundError):
@@ -164,7 +169,8 @@ def _not_found(file: ModelFile, root: Path, reason: str, cls: type[ModelNotFound
         f"{file.name} not found: {target}\n"
         f"  source: {file.source}\n"
         f"  put it in: {target.parent}{os.sep} (as {target.name})\n"
-        f"  reason: {reason}"
+        f"  reason: {reason}",
+        reason,
     )
 
 
@@ -287,7 +293,8 @@ def _insightface_error(root: Path, reason: str) -> ModelNotFoundError:
         f"  source: insightface model zoo, {INSIGHTFACE_PACK}.zip "
         "(https://github.com/deepinsight/insightface/releases, fetched by insightface itself)\n"
         f"  put it in: {target}{os.sep} (unzip {INSIGHTFACE_PACK}.zip there)\n"
-        f"  reason: {reason}"
+        f"  reason: {reason}",
+        reason,
     )
 
 
