@@ -72,6 +72,8 @@ def choose_face_backend(requested: str, models_root: str | Path, download: bool 
         return FaceBackendChoice(requested, "insightface", found, f"buffalo_l found in {found}")
     if not download:
         return FaceBackendChoice(requested, "offline", None, f"buffalo_l is not in {target} and {no_download_reason}")
+    if (offline := hub.offline_reason()) is not None:
+        return FaceBackendChoice(requested, "offline", None, f"buffalo_l is not in {target} and {offline}")
     try:
         pack = hub.locate_insightface(root, download=True)
     except hub.ModelNotFoundError as exc:
