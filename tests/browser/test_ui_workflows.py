@@ -67,6 +67,7 @@ def test_every_pack_node_type_is_used_by_some_workflow():
 def test_ui_workflow_loads_runs_from_the_page_and_shows_help(comfy_server, workflow):
     sets = [*cs.ui_overrides(), f"*.seed={BROWSER_SEED}"]
     args = [arg for s in sets for arg in ("--set", s)]
+    cs.fresh_caches(comfy_server)  # every node runs (a loader answered from the cache would not report again)
     rc, report = browser_check(comfy_server, workflow, SHOTS / f"{workflow.stem}.png", "--queue",
                                "--help-node", HELP_NODE[workflow.stem], *args)
     assert report["missing_node_types"] == [], report["missing_node_types"]

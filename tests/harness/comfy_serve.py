@@ -47,8 +47,16 @@ def _run_tool(module: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([PYTHON, "-m", module, *args], cwd=str(REPO), timeout=3600)
 
 
+OFFICIAL_NAMES = ("latentsync/v1.5/latentsync_unet.pt", "latentsync/whisper/tiny.pt", "latentsync/mask.png",
+                  "vae/vae-ft-mse-840000-ema-pruned.safetensors")  # what the shipped workflows need, in both sets
+
+
 def tiny_models(folder: Path, log: Log = print) -> Path:
-    """The tiny random set (256 px, v1.5) in ``folder``, written by `latentsync.tools.make_tiny` unless already there."""
+    """The tiny random set (256 px, v1.5) in ``folder``, written by `latentsync.tools.make_tiny` unless already there.
+    A tiny set in ``folder`` without the official names (written by an older version of the pack) is replaced."""
+    if (folder / TINY_MARKER).is_file() and not all((folder / name).is_file() for name in OFFICIAL_NAMES):
+        log(f"the tiny set in {folder} predates the official file names: writing it again")
+        shutil.rmtree(folder)  # a random-weight set this tool wrote (its marker says so), nothing of the user's
     if not (folder / TINY_MARKER).is_file():
         proc = _run_tool("latentsync.tools.make_tiny", "--out", str(folder), "--resolution", "256")
         if proc.returncode != 0:
