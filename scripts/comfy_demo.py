@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "output" / "demo_lipsync.mp4")
     p.add_argument("--timeout", type=float, default=3600)
     args = p.parse_args(argv)
-    log = lambda message: print(f"[demo] {message}", flush=True)  # noqa: E731
+    log = lambda message: print("\n".join(f"[demo] {line}" for line in message.splitlines()), flush=True)  # noqa: E731
     models, tiny = comfy_serve.choose_models(args.models.resolve(), "1.5", log=log)
     args.out.parent.mkdir(parents=True, exist_ok=True)
 

@@ -111,7 +111,7 @@ def stop(base: Path) -> None:
 
 
 def serve(models: Path, version: str, port: int) -> int:
-    models, tiny = choose_models(models, version)
+    models, tiny = choose_models(models.resolve(), version)
     base = Path(tempfile.mkdtemp(prefix="latentsync-serve-"))
     try:
         info = launch(models, offline=tiny, base=base, port=port)

@@ -310,6 +310,7 @@ README = REPO / "README.md"
 README_HTTP_SECTION = "### Queue a workflow over HTTP"
 SHIPPED_VIDEO_API = REPO / "workflows" / "api" / "latentsync_video.json"
 SHIPPED_FRAMES = 60  # the demo speech is 4.0 s: 60 frames at the clip's 15 fps
+OWN_FILES_SECONDS = 0.2  # the "user's" speech for the README's own-files example: 3 frames (CI time)
 
 
 def readme_http_blocks() -> list[tuple[str, str]]:
@@ -337,7 +338,7 @@ def readme_http_run(server: ComfyServer) -> ReadmeHttpRun:
     """Run the README's HTTP examples once per session (memoised: the curl run is also the "shipped workflow runs
     unchanged" check of test_workflows_api.py). COMFY_URL points them at the session's server, as the README says.
     The curl block goes first and does the work (about 100 s); the first Python block posts the same prompt and is
-    answered from ComfyUI's cache; the own-files block uploads a copy of the real clip and 0.6 s of real speech."""
+    answered from ComfyUI's cache; the own-files block uploads a copy of the real clip and 0.2 s of real speech."""
     global _README_RUN
     if _README_RUN is not None:
         return _README_RUN
@@ -360,7 +361,7 @@ def readme_http_run(server: ComfyServer) -> ReadmeHttpRun:
     try:
         (user / "workflows").symlink_to(REPO / "workflows", target_is_directory=True)
         shutil.copy2(server.input_dir / VIDEO, user / "my_clip.mp4")
-        shutil.copy2(server.input_dir / SPEECH_SHORT, user / "my_speech.wav")
+        write_first_seconds(server.input_dir / SPEECH, user / "my_speech.wav", OWN_FILES_SECONDS)
         own_files = run([sys.executable, "-c", python_code + "\n" + own_code], user)
     finally:
         shutil.rmtree(user, ignore_errors=True)  # our own temporary folder

@@ -48,5 +48,5 @@ def test_own_files_example_uploads_and_runs(comfy_server):
     printed = [ast.literal_eval(line) for line in run.own_files.stdout.strip().splitlines()]
     assert len(printed) == 2 and printed[0] != printed[1]
     info = cs.probe(comfy_server.base / printed[1][0])
-    assert info["frames"] == cs.EXPECTED_FRAMES and info["fps"] == cs.FPS, info  # my_speech.wav: 0.6 s
+    assert info["frames"] == round(cs.OWN_FILES_SECONDS * cs.FPS) == 3 and info["fps"] == cs.FPS, info
     assert (comfy_server.input_dir / "my_clip.mp4").is_file() and (comfy_server.input_dir / "my_speech.wav").is_file()
