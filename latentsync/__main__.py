@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", choices=["1.5", "1.6"], default="1.5", help="1.5: 256 px, 1.6: 512 px")
     p.add_argument("--models", type=Path, default=DEFAULT_MODELS,
                    help="models root laid out like ComfyUI's models/ folder (default: ./models)")
-    p.add_argument("--face-backend", choices=["insightface", "offline"], default="insightface")
+    p.add_argument("--face-backend", choices=["auto", "insightface", "offline"], default="auto",
+                   help="auto (default): insightface when buffalo_l is in --models or can be downloaded, else offline")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=1.5)
     p.add_argument("--seed", type=int, default=1247)

@@ -7,13 +7,15 @@ Models root = a ComfyUI ``models/`` folder::
     latentsync/v1.x/unet_config.yaml        optional, our own U-Net config beside the weights (tiny sets)
     latentsync/whisper/tiny.pt              ByteDance/LatentSync-1.6 : whisper/tiny.pt
     latentsync/mask.png                     github.com/bytedance/LatentSync latentsync/utils/mask.png (sha256 known)
-    vae/sd-vae-ft-mse/                      stabilityai/sd-vae-ft-mse : config.json + diffusion_pytorch_model.safetensors
-                                            (or a single file vae/vae-ft-mse-840000-ema-pruned.safetensors)
+    vae/vae-ft-mse-840000-ema-pruned.safetensors
+                                            stabilityai/sd-vae-ft-mse-original (sha256 known; the file ComfyUI's own
+                                            Load VAE reads; a diffusers folder vae/sd-vae-ft-mse/ is also accepted)
     insightface/models/buffalo_l/           insightface model-zoo buffalo_l.zip (det_10g.onnx, 2d106det.onnx)
     latentsync/auxiliary/syncnet_v2.model   ByteDance/LatentSync-1.5 : auxiliary/syncnet_v2.model (SyncNet-v2, sync scoring)
     TINY_MODEL_SET.txt                      marker written by latentsync.tools.make_tiny (random weights)
 
-Only the mask has a published checksum; the other files have ``sha256=None`` (the official repos publish none).
+The mask and the VAE have known checksums (the mask's from the official file, the VAE's as Hugging Face publishes
+it); the other files have ``sha256=None`` (the LatentSync repos publish none).
 Nothing is fetched at import time; downloads happen only in the ``locate_*`` calls with ``download=True``, and never
 when ``HF_HUB_OFFLINE`` is set (read at call time).
 """
@@ -37,11 +39,13 @@ TINY_MARKER = "TINY_MODEL_SET.txt"
 UNET_CONFIG_NAME = "unet_config.yaml"
 INSIGHTFACE_PACK = "buffalo_l"
 INSIGHTFACE_FILES = ("det_10g.onnx", "2d106det.onnx")
-VAE_FOLDER = "vae/sd-vae-ft-mse"
+VAE_NAME = "vae-ft-mse-840000-ema-pruned.safetensors"
+VAE_SHA256 = "735e4c3a447a3255760d7f86845f09f937809baa529c17370d83e4c3758f3c75"  # as listed on Hugging Face
+VAE_FOLDER = "vae/sd-vae-ft-mse"  # the same weights as a diffusers folder (accepted when present, never downloaded)
 VAE_FOLDER_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
-# Single-file VAEs ComfyUI users usually already have (LDM format, same weights as sd-vae-ft-mse).
+# Single-file VAEs ComfyUI users usually already have (LDM format, same weights as sd-vae-ft-mse), in search order.
 VAE_SINGLE_FILES = (
-    "vae-ft-mse-840000-ema-pruned.safetensors",
+    VAE_NAME,
     "vae-ft-mse-840000-ema-pruned.ckpt",
     "sd-vae-ft-mse.safetensors",
 )
@@ -60,11 +64,17 @@ class ModelFile:
     sha256: str | None = None  # None: no published checksum
 
     @property
+    def download_url(self) -> str:
+        """Where the file is fetched from (a Hugging Face ``resolve`` link for repo files)."""
+        if self.repo_id is not None:
+            return HF_URL.format(repo=self.repo_id, file=self.repo_file)
+        return f"{self.url}"
+
+    @property
     def source(self) -> str:
         if self.repo_id is not None:
-            link = HF_URL.format(repo=self.repo_id, file=self.repo_file)
-            return f"Hugging Face repo {self.repo_id}, file {self.repo_file} ({link})"
-        return f"{self.url}"
+            return f"Hugging Face repo {self.repo_id}, file {self.repo_file} ({self.download_url})"
+        return self.download_url
 
 
 def unet_file(version: str) -> ModelFile:
@@ -90,14 +100,22 @@ SYNCNET_V2_FILE = ModelFile(  # evaluation network (LSE-C / LSE-D); the official
     repo_id="ByteDance/LatentSync-1.5",
     repo_file="auxiliary/syncnet_v2.model",
 )
-VAE_FILES = tuple(
-    ModelFile(name=f"SD VAE ({f})", relpath=f"{VAE_FOLDER}/{f}", repo_id="stabilityai/sd-vae-ft-mse", repo_file=f)
-    for f in VAE_FOLDER_FILES
+VAE_FILE = ModelFile(
+    name="SD VAE (sd-vae-ft-mse)",
+    relpath=f"vae/{VAE_NAME}",
+    repo_id="stabilityai/sd-vae-ft-mse-original",
+    repo_file=VAE_NAME,
+    sha256=VAE_SHA256,
 )
 
 
 class ModelNotFoundError(FileNotFoundError):
-    """A model file is missing and could not (or may not) be downloaded. The message says what, from where, to where."""
+    """A model file is missing and could not (or may not) be downloaded. The message says what, from where, to where;
+    ``reason`` is its last part alone (why it could not be had)."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class CorruptDownloadError(ModelNotFoundError):
@@ -158,7 +176,8 @@ def _not_found(file: ModelFile, root: Path, reason: str, cls: type[ModelNotFound
         f"{file.name} not found: {target}\n"
         f"  source: {file.source}\n"
         f"  put it in: {target.parent}{os.sep} (as {target.name})\n"
-        f"  reason: {reason}"
+        f"  reason: {reason}",
+        reason,
     )
 
 
@@ -184,7 +203,24 @@ def _hf_download(file: ModelFile, root: Path, endpoint: str | None) -> Path:
         raise _not_found(file, root, f"download failed: {type(exc).__name__}: {exc}") from exc
     if got.resolve() != target.resolve() or not target.is_file():
         raise _not_found(file, root, f"download landed at {got}, not at the expected place")
+    _check_sha256(file, root, target, f"Hugging Face repo {file.repo_id}")
     return target
+
+
+def _check_sha256(file: ModelFile, root: Path, path: Path, origin: str) -> None:
+    """Delete ``path`` and raise `CorruptDownloadError` when its checksum is not the expected one."""
+    if file.sha256 is None:
+        return
+    actual = sha256_of(path)
+    if actual != file.sha256:
+        path.unlink()
+        raise _not_found(
+            file,
+            root,
+            f"corrupt download from {origin}: sha256 {actual} != expected {file.sha256}; the bad file was deleted, "
+            "try again or fetch it by hand",
+            CorruptDownloadError,
+        )
 
 
 def _url_download(file: ModelFile, root: Path, url: str, timeout: float) -> Path:
@@ -204,17 +240,7 @@ def _url_download(file: ModelFile, root: Path, url: str, timeout: float) -> Path
             raise _not_found(file, root, f"download from {url} failed: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, OSError) as exc:
         raise _not_found(file, root, f"download from {url} failed: {exc}") from exc
-    if file.sha256 is not None:
-        actual = sha256_of(part)
-        if actual != file.sha256:
-            part.unlink()
-            raise _not_found(
-                file,
-                root,
-                f"corrupt download from {url}: sha256 {actual} != expected {file.sha256}; the bad file was deleted, "
-                "try again or fetch it by hand",
-                CorruptDownloadError,
-            )
+    _check_sha256(file, root, part, url)
     os.replace(part, target)
     return target
 
@@ -253,18 +279,18 @@ def locate_vae(
     endpoint: str | None = None,
     no_download_reason: str = "automatic download is off",
 ) -> Path:
-    """The VAE: the diffusers folder ``vae/sd-vae-ft-mse/`` if complete, else a known single file in ``vae/``,
-    else the folder is downloaded from ``stabilityai/sd-vae-ft-mse``. Returns a folder or a file for `load_vae`."""
+    """The VAE: a known single file in ``vae/`` (``vae-ft-mse-840000-ema-pruned.safetensors`` first, the file
+    ComfyUI's Load VAE reads), else a complete diffusers folder ``vae/sd-vae-ft-mse/``, else the single file is
+    downloaded from ``stabilityai/sd-vae-ft-mse-original`` (checksum verified). Returns a file or a folder for
+    `latentsync.vae.load_vae`."""
     root = Path(models_root).expanduser()
-    folder = root / VAE_FOLDER
-    if all((folder / f).is_file() for f in VAE_FOLDER_FILES):
-        return folder
     for name in VAE_SINGLE_FILES:
         if (root / "vae" / name).is_file():
             return root / "vae" / name
-    for file in VAE_FILES:
-        locate_file(root, file, download=download, endpoint=endpoint, no_download_reason=no_download_reason)
-    return folder
+    folder = root / VAE_FOLDER
+    if all((folder / f).is_file() for f in VAE_FOLDER_FILES):
+        return folder
+    return locate_file(root, VAE_FILE, download=download, endpoint=endpoint, no_download_reason=no_download_reason)
 
 
 def _insightface_error(root: Path, reason: str) -> ModelNotFoundError:
@@ -274,7 +300,8 @@ def _insightface_error(root: Path, reason: str) -> ModelNotFoundError:
         f"  source: insightface model zoo, {INSIGHTFACE_PACK}.zip "
         "(https://github.com/deepinsight/insightface/releases, fetched by insightface itself)\n"
         f"  put it in: {target}{os.sep} (unzip {INSIGHTFACE_PACK}.zip there)\n"
-        f"  reason: {reason}"
+        f"  reason: {reason}",
+        reason,
     )
 
 

@@ -20,10 +20,11 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
     return torch.float32
 
 
-def build_pipeline(models: Path, version: str = "1.5", face_backend: str = "insightface", device: str = "cpu",
+def build_pipeline(models: Path, version: str = "1.5", face_backend: str = "auto", device: str = "cpu",
                    dtype: torch.dtype | None = None, download: bool = True, log: Log = print) -> tuple[LipSyncPipeline, bool]:
     """Locate (or download) every file of a model set and build the pipeline. Returns (pipeline, is_tiny)."""
     from .audio.whisper_encoder import WhisperAudioEncoder
+    from .face.backend_choice import choose_face_backend
     from .face.detector import create_face_detector
     from .face.mask import load_mask
     from .hub import locate_model_set
@@ -43,14 +44,22 @@ def build_pipeline(models: Path, version: str = "1.5", face_backend: str = "insi
     encoder = WhisperAudioEncoder.from_file(model_set.whisper, device=device)
     log(f"loading VAE {model_set.vae}")
     vae = load_vae(model_set.vae, device=device, dtype=dtype)
-    detector = create_face_detector(face_backend, models_dir=model_set.insightface_dir, device=device)
+    if face_backend == "insightface":
+        face_dir = model_set.insightface_dir
+    else:  # auto: InsightFace when buffalo_l is there or can be downloaded (never into a tiny set), else offline
+        choice = choose_face_backend(face_backend, models, download=download and not model_set.is_tiny,
+                                     no_download_reason="--no-download is set" if not download else
+                                     "a tiny random model set is never completed with downloads")
+        log(f"face detector: {choice.describe()}")
+        face_backend, face_dir = choice.backend, choice.models_dir
+    detector = create_face_detector(face_backend, models_dir=face_dir, device=device)
     mask = load_mask(model_set.mask, resolution)
     pipe = LipSyncPipeline(unet, VAECodec(vae), encoder, detector, mask, resolution, device=device)
     return pipe, model_set.is_tiny
 
 
 def run_lipsync(video: Path, audio: Path, out: Path, version: str = "1.5", models: Path = Path("models"),
-                face_backend: str = "insightface", steps: int = 20, guidance: float = 1.5, seed: int = 1247,
+                face_backend: str = "auto", steps: int = 20, guidance: float = 1.5, seed: int = 1247,
                 deepcache: bool = True, device: str = "cpu", download: bool = True, log: Log = print) -> LipSyncResult:
     from .video_io import read_audio, read_video, write_video
 

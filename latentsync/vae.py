@@ -46,7 +46,9 @@ def load_vae(
     - folder: ``config.json`` + ``diffusion_pytorch_model.safetensors`` (or ``.bin``);
     - single file (``.safetensors``/``.pt``/``.ckpt``): LDM key names (e.g. ``vae-ft-mse-840000-ema-pruned``, also a
       whole SD checkpoint with ``first_stage_model.`` keys) or diffusers key names. The architecture is the SD-1.5
-      VAE config with widths/depth/channels read from the tensor shapes (``config`` overrides it).
+      VAE config with widths/depth/channels read from the tensor shapes (``config`` overrides it). Keys of other
+      networks in the same file are ignored (the tiny model set's file also holds a TAESD for ComfyUI's Load VAE);
+      a file with only TAESD keys is refused with a clear message.
     The model is returned in eval mode on ``device`` with ``dtype``.
     """
     path = Path(path).expanduser()
@@ -112,6 +114,9 @@ def infer_vae_config(state: dict[str, torch.Tensor], base: dict[str, Any] | None
     while block.format(len(widths), 0) in state:
         widths.append(int(state[block.format(len(widths), 0)].shape[0]))
     if not widths:
+        if any(k.startswith("taesd_encoder.") for k in state):
+            raise VAELoadError("this file holds a TAESD (tiny autoencoder), not the SD VAE: ComfyUI's Load VAE reads "
+                               "it, LatentSync needs the SD VAE (vae-ft-mse-840000-ema-pruned.safetensors)")
         raise VAELoadError("state dict has no encoder blocks: this is not an AutoencoderKL/LDM VAE checkpoint")
     layers = 0
     while block.format(0, layers) in state:

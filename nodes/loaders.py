@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ OFFICIAL_WHISPER = "whisper/tiny.pt"
 MASK_NAME = "mask.png"
 VERSION_CHOICES = ["auto", "1.5", "1.6"]
 DTYPE_CHOICES = ["auto", "fp16", "bf16", "fp32"]
-FACE_BACKENDS = ["insightface", "offline"]
+FACE_BACKENDS = ["auto", "insightface", "offline"]
 
 
 def _resolution(version: str) -> int:
@@ -205,15 +206,15 @@ def load_whisper(name: str, download_missing: bool = True) -> LoadedWhisper:
     return MODEL_CACHE.get_or_load(key, load)
 
 
-def insightface_dir(download: bool) -> Path:
-    """models/insightface/models/buffalo_l in any registered insightface folder; downloaded when missing."""
+def choose_face_backend(backend: str, download: bool):
+    """`latentsync.face.backend_choice.choose_face_backend` over ComfyUI's insightface folders (models/insightface and
+    any extra_model_paths entry); a download goes to ComfyUI's models folder."""
     from ..latentsync import hub  # noqa: PLC0415
+    from ..latentsync.face.backend_choice import choose_face_backend as choose  # noqa: PLC0415
 
-    for root in runtime.folder_roots(runtime.INSIGHTFACE_FOLDER):
-        pack = Path(root) / "models" / hub.INSIGHTFACE_PACK
-        if all((pack / f).is_file() for f in hub.INSIGHTFACE_FILES):
-            return pack
-    return hub.locate_insightface(runtime.default_models_root(), download=download)
+    search = [Path(root) / "models" / hub.INSIGHTFACE_PACK for root in runtime.folder_roots(runtime.INSIGHTFACE_FOLDER)]
+    return choose(backend, runtime.default_models_root(), download=download, search=search,
+                  no_download_reason="download_missing is off in the loader node")
 
 
 def load_face_analyzer(backend: str, download_missing: bool = True) -> LoadedFaceAnalyzer:
@@ -221,16 +222,18 @@ def load_face_analyzer(backend: str, download_missing: bool = True) -> LoadedFac
 
     if backend not in FACE_BACKENDS:
         raise ValueError(f"unknown face backend {backend!r}; choose one of {FACE_BACKENDS}")
+    choice = choose_face_backend(backend, download_missing)
+    (LOG.warning if choice.requested == "auto" and choice.backend == "offline" else LOG.info)(
+        "LatentSync: face analyzer %s", choice.describe())
     device = "cuda" if runtime.torch_device().type == "cuda" else "cpu"
-    models_dir = insightface_dir(download_missing) if backend == "insightface" else None
-    key = ("face analyzer", backend, str(models_dir), device)
+    key = ("face analyzer", choice.backend, str(choice.models_dir), device)
 
     def load() -> LoadedFaceAnalyzer:
-        LOG.info("LatentSync: loading face analyzer %s%s", backend, f" from {models_dir}" if models_dir else "")
-        return LoadedFaceAnalyzer(detector=create_face_detector(backend, models_dir=models_dir, device=device),
-                                  backend=backend)
+        detector = create_face_detector(choice.backend, models_dir=choice.models_dir, device=device)
+        return LoadedFaceAnalyzer(detector=detector, backend=choice.backend)
 
-    return MODEL_CACHE.get_or_load(key, load)
+    analyzer = MODEL_CACHE.get_or_load(key, load)
+    return replace(analyzer, requested=choice.requested, reason=choice.reason)
 
 
 def diffusers_to_ldm_config(config: dict) -> dict:
@@ -350,11 +353,14 @@ class LatentSyncFaceAnalyzerLoader(io.ComfyNode):
             display_name="Load LatentSync Face Analyzer",
             category="LatentSync",
             description="Face detector with landmarks used to align faces: InsightFace buffalo_l (official, from "
-                        "models/insightface) or an offline RetinaFace that needs no download.",
+                        "models/insightface) or an offline RetinaFace that needs no download; auto picks InsightFace "
+                        "when buffalo_l is there or can be downloaded and shows its choice on the node.",
             inputs=[
-                io.Combo.Input("backend", options=FACE_BACKENDS, default="insightface",
-                               tooltip="insightface: the official detector (models/insightface/models/buffalo_l, "
-                                       "shared with other packs). offline: RetinaFace shipped in a pip wheel, "
+                io.Combo.Input("backend", options=FACE_BACKENDS, default="auto",
+                               tooltip="auto: insightface when buffalo_l is present or can be downloaded, else offline "
+                                       "(the choice and the reason show on the node). insightface: the official "
+                                       "detector (models/insightface/models/buffalo_l, shared with other packs; "
+                                       "non-commercial licence). offline: RetinaFace shipped in a pip wheel (MIT), "
                                        "approximate landmarks."),
                 io.Boolean.Input("download_missing", default=True,
                                  tooltip="Download buffalo_l with insightface's own downloader when missing."),
@@ -364,7 +370,10 @@ class LatentSyncFaceAnalyzerLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, backend, download_missing) -> io.NodeOutput:
-        return io.NodeOutput(load_face_analyzer(backend, download_missing))
+        analyzer = load_face_analyzer(backend, download_missing)
+        ui = {"latentsync_face_backend": [{"requested": analyzer.requested, "backend": analyzer.backend,
+                                           "reason": analyzer.reason}]}
+        return io.NodeOutput(analyzer, ui=ui)
 
 
 class LatentSyncVAELoader(io.ComfyNode):

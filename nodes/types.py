@@ -77,6 +77,8 @@ class LoadedFaceAnalyzer:
     detector: Any  # latentsync.face.detector.FaceDetector
     backend: str
     selection: str = "largest"
+    requested: str = ""  # what the loader was asked for (auto, insightface, offline)
+    reason: str = ""  # why this backend (shown on the loader node)
 
 
 @dataclass(eq=False)

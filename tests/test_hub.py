@@ -1,8 +1,12 @@
 """Model location and download, against local files and tiny HTTP servers on 127.0.0.1 only (never the internet)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
+import os
+import subprocess
+import sys
 import threading
 import zipfile
 from contextlib import contextmanager
@@ -24,6 +28,7 @@ from latentsync.hub import (
 )
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+REPO = Path(__file__).resolve().parents[1]
 
 
 @contextmanager
@@ -94,8 +99,7 @@ def populate(root: Path, version: str = "1.5") -> None:
         f"latentsync/v{version}/latentsync_unet.pt",
         "latentsync/whisper/tiny.pt",
         "latentsync/mask.png",
-        "vae/sd-vae-ft-mse/config.json",
-        "vae/sd-vae-ft-mse/diffusion_pytorch_model.safetensors",
+        "vae/vae-ft-mse-840000-ema-pruned.safetensors",
         "insightface/models/buffalo_l/det_10g.onnx",
         "insightface/models/buffalo_l/2d106det.onnx",
     ):
@@ -114,7 +118,7 @@ def test_existing_files_found_without_network(tmp_path, monkeypatch):
     models = locate_model_set(tmp_path, "1.6", download=True)
     assert models.unet == tmp_path / "latentsync/v1.6/latentsync_unet.pt"
     assert models.whisper == tmp_path / "latentsync/whisper/tiny.pt"
-    assert models.vae == tmp_path / "vae/sd-vae-ft-mse"
+    assert models.vae == tmp_path / "vae/vae-ft-mse-840000-ema-pruned.safetensors"
     assert models.mask == tmp_path / "latentsync/mask.png"
     assert models.insightface_dir == tmp_path / "insightface/models/buffalo_l"
     assert models.unet_config is None and not models.is_tiny
@@ -126,16 +130,70 @@ def test_mask_checksum_matches_the_face_module():
     assert hub.MASK_SHA256 == MASK_SHA256 == MASK_FILE.sha256
 
 
-def test_single_file_vae_and_unet_config_found(tmp_path):
+def test_diffusers_vae_folder_and_unet_config_found(tmp_path):
+    """Without the single file, a complete diffusers folder of the same weights is used (never downloaded)."""
     populate(tmp_path)
+    (tmp_path / "vae/vae-ft-mse-840000-ema-pruned.safetensors").unlink()
     for f in ("config.json", "diffusion_pytorch_model.safetensors"):
-        (tmp_path / "vae/sd-vae-ft-mse" / f).unlink()
-    (tmp_path / "vae/vae-ft-mse-840000-ema-pruned.safetensors").write_bytes(b"x")
+        (tmp_path / "vae/sd-vae-ft-mse" / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "vae/sd-vae-ft-mse" / f).write_bytes(b"x")
     (tmp_path / "latentsync/v1.5/unet_config.yaml").write_text("model:\n  block_out_channels: [32, 32]\n")
     models = locate_model_set(tmp_path, "1.5", download=False)
-    assert models.vae == tmp_path / "vae/vae-ft-mse-840000-ema-pruned.safetensors"
+    assert models.vae == tmp_path / "vae/sd-vae-ft-mse"
     assert models.unet_config == tmp_path / "latentsync/v1.5/unet_config.yaml"
     assert models.unet_config_dict() == {"block_out_channels": [32, 32]}
+
+
+VAE_PATH = "/stabilityai/sd-vae-ft-mse-original/resolve/main/vae-ft-mse-840000-ema-pruned.safetensors"
+
+
+def test_vae_is_the_single_file_comfyui_reads_with_the_published_checksum():
+    assert hub.VAE_FILE.relpath == "vae/vae-ft-mse-840000-ema-pruned.safetensors"
+    assert hub.VAE_FILE.download_url == "https://huggingface.co" + VAE_PATH
+    assert hub.VAE_FILE.sha256 == "735e4c3a447a3255760d7f86845f09f937809baa529c17370d83e4c3758f3c75"
+
+
+def test_model_set_downloads_the_single_file_vae_and_checks_it(tmp_path, monkeypatch):
+    """An empty models folder: every official file is fetched (here from a local endpoint), the VAE as the single
+    file, verified against its checksum (a payload with another checksum is deleted and reported)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    payload = b"stand-in VAE weights" * 50
+    monkeypatch.setattr(hub, "VAE_FILE", dataclasses.replace(hub.VAE_FILE, sha256=hashlib.sha256(payload).hexdigest()))
+    mask = b"mask bytes"
+    monkeypatch.setattr(hub, "MASK_FILE", fake_mask_file(mask))
+    files = {"/ByteDance/LatentSync-1.5/resolve/main/latentsync_unet.pt": b"unet",
+             "/ByteDance/LatentSync-1.6/resolve/main/whisper/tiny.pt": b"whisper",
+             VAE_PATH: payload, "/mask.png": mask}
+    with serve(files) as base:
+        models = locate_model_set(tmp_path, "1.5", include_insightface=False, endpoint=base, mask_url=base + "/mask.png")
+    assert models.vae == tmp_path / "vae/vae-ft-mse-840000-ema-pruned.safetensors"
+    assert models.vae.read_bytes() == payload and not (tmp_path / "vae/sd-vae-ft-mse").exists()
+
+    models.vae.unlink()
+    monkeypatch.setattr(hub, "VAE_FILE", dataclasses.replace(hub.VAE_FILE, sha256="0" * 64))
+    with serve(files) as base:
+        with pytest.raises(CorruptDownloadError, match="corrupt download") as info:
+            hub.locate_vae(tmp_path, endpoint=base)
+    assert "0" * 64 in str(info.value) and "deleted" in str(info.value)
+    assert not models.vae.exists()
+
+
+def test_fetch_models_verifies_the_vae_checksum(tmp_path):
+    """`python -m latentsync.tools.fetch_models` against a local Hugging Face endpoint (HF_ENDPOINT) that serves
+    other bytes under the VAE's name: the published checksum rejects them, nothing stays, exit status 1."""
+    files = {"/ByteDance/LatentSync-1.5/resolve/main/latentsync_unet.pt": b"unet",
+             "/ByteDance/LatentSync-1.6/resolve/main/whisper/tiny.pt": b"whisper",
+             VAE_PATH: b"not the real VAE"}
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    with serve(files) as base:
+        run = subprocess.run([sys.executable, "-m", "latentsync.tools.fetch_models", "--models", str(tmp_path),
+                              "--face-backend", "offline"], cwd=REPO, env={**env, "HF_ENDPOINT": base},
+                             capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "corrupt download" in run.stderr and hub.VAE_SHA256 in run.stderr
+    assert (tmp_path / "latentsync/v1.5/latentsync_unet.pt").read_bytes() == b"unet"
+    assert not (tmp_path / "vae/vae-ft-mse-840000-ema-pruned.safetensors").exists()
 
 
 def test_missing_file_error_names_file_source_and_folder(tmp_path):

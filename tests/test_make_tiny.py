@@ -11,20 +11,14 @@ import torch
 from safetensors.torch import load_file
 
 from latentsync import hub
-from latentsync.tools.make_tiny import TAESD_NAME, make_tiny_model_set, main
+from latentsync.tools.make_tiny import EXTRA_FILES, make_tiny_model_set, main
 
 REPO = Path(__file__).resolve().parents[1]
-LAYOUT_256 = [
-    "TINY_MODEL_SET.txt",
-    "latentsync/auxiliary/syncnet_v2.model",
-    "latentsync/mask.png",
-    "latentsync/v1.5/latentsync_unet.pt",
-    "latentsync/v1.5/unet_config.yaml",
-    "latentsync/whisper/tiny.pt",
-    f"vae/{TAESD_NAME}",
-    "vae/sd-vae-ft-mse/config.json",
-    "vae/sd-vae-ft-mse/diffusion_pytorch_model.safetensors",
-]
+OFFICIAL_256 = sorted([  # what fetch_models puts in a models folder for 1.5 (InsightFace aside)
+    hub.unet_file("1.5").relpath, hub.WHISPER_FILE.relpath, hub.MASK_FILE.relpath, hub.VAE_FILE.relpath,
+])
+EXTRAS_256 = ["TINY_MODEL_SET.txt", "latentsync/v1.5/unet_config.yaml", *(e.relpath for e in EXTRA_FILES)]
+LAYOUT_256 = sorted(OFFICIAL_256 + EXTRAS_256)
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +57,16 @@ def tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_layout_and_marker(tiny_cli):
+    """The official layout file for file under the official names (the shipped workflows name them), plus extras."""
+    assert OFFICIAL_256 == ["latentsync/mask.png", "latentsync/v1.5/latentsync_unet.pt", "latentsync/whisper/tiny.pt",
+                            "vae/vae-ft-mse-840000-ema-pruned.safetensors"]
     assert files_under(tiny_cli) == LAYOUT_256
     assert "random" in (tiny_cli / "TINY_MODEL_SET.txt").read_text().lower()
     models = hub.locate_model_set(tiny_cli, "1.5", download=True)  # tiny: no download is ever attempted
     assert models.is_tiny and models.insightface_dir is None
     assert models.unet == tiny_cli / "latentsync/v1.5/latentsync_unet.pt"
     assert models.unet_config == tiny_cli / "latentsync/v1.5/unet_config.yaml"
-    assert models.vae == tiny_cli / "vae/sd-vae-ft-mse"
+    assert models.vae == tiny_cli / "vae/vae-ft-mse-840000-ema-pruned.safetensors"
 
 
 def test_loads_with_the_real_loaders_and_runs(tiny_cli):
@@ -99,7 +96,8 @@ def test_loads_with_the_real_loaders_and_runs(tiny_cli):
     feats = encoder.features(0.1 * torch.randn(16000, generator=g))
     assert feats.shape == (50, 5, 384) and torch.isfinite(feats).all()
 
-    vae = load_vae(tiny_cli / "vae/sd-vae-ft-mse")
+    vae = load_vae(tiny_cli / "vae/vae-ft-mse-840000-ema-pruned.safetensors")  # its SD-VAE keys
+    assert list(vae.config.block_out_channels) == [32, 32, 32, 32]
     codec = VAECodec(vae, generator=torch.Generator().manual_seed(1))
     z = codec.encode(torch.rand(1, 3, 256, 256, generator=g) * 2 - 1)
     assert z.shape == (1, 4, 32, 32)
@@ -124,7 +122,7 @@ def test_same_seed_same_tensors_and_no_global_rng_use(tiny_cli, tmp_path):
                 assert torch.equal(a[k], b[k]), f"{rel}: {k}"
             else:
                 assert a[k] == b[k], f"{rel}: {k}"
-    for rel in ("latentsync/mask.png", "latentsync/v1.5/unet_config.yaml", "vae/sd-vae-ft-mse/config.json"):
+    for rel in ("latentsync/mask.png", "latentsync/v1.5/unet_config.yaml"):
         assert (tiny_cli / rel).read_bytes() == (tmp_path / "again" / rel).read_bytes(), rel
     other = tensors(tiny_cli / "latentsync/v1.5/latentsync_unet.pt")
     make_tiny_model_set(tmp_path / "seed4", resolution=256, seed=4)

@@ -53,6 +53,7 @@ def _load_pack():
 
 
 PACK = _load_pack()
+OFFICIAL_VAE = "vae-ft-mse-840000-ema-pruned.safetensors"  # the tiny set's file of that name holds a random TAESD
 NODE_LIST = asyncio.run(asyncio.run(PACK.comfy_entrypoint()).get_node_list())
 N = {cls.GET_SCHEMA().node_id: cls for cls in NODE_LIST}
 T = sys.modules[f"{PACK.__name__}.nodes.types"]
@@ -176,7 +177,7 @@ def test_loop_to_audio_node_pingpong_and_outputs():
 
 
 def test_vae_codec_matches_comfy_vae_scale_and_layout(tiny_models):
-    vae = comfy_nodes.VAELoader().load_vae("latentsync_tiny_taesd.safetensors")[0]
+    vae = comfy_nodes.VAELoader().load_vae(OFFICIAL_VAE)[0]
     codec = RT.ComfyVAECodec(vae, chunk=2)
     images = T.image_to_signed(random_frames(3, 64, 64, seed=2))  # (3, 3, 64, 64) in [-1, 1]
     latents = codec.encode(images)
@@ -221,15 +222,29 @@ def test_diffusers_folder_vae_loader_matches_diffusers(diffusers_vae_folder):
     assert torch.allclose(got_img, want_img.clamp(-1, 1), atol=1e-4)
 
 
-def test_diffusers_folder_vae_loader_explains_what_comfyui_cannot_load(tiny_models):
-    # the tiny set's VAE uses 8-group norms, which ComfyUI's SD-VAE class cannot represent
+def test_diffusers_folder_vae_loader_explains_what_comfyui_cannot_load(diffusers_vae_folder):
+    from diffusers import AutoencoderKL
+
+    with torch.random.fork_rng(devices=[]):
+        narrow = AutoencoderKL(block_out_channels=(8, 16, 16, 16), down_block_types=("DownEncoderBlock2D",) * 4,
+                               up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, norm_num_groups=8)
+    narrow.save_pretrained(diffusers_vae_folder.parent / "narrow-vae", safe_serialization=True)
+    # 8-group norms: ComfyUI's SD-VAE class cannot represent them
     with pytest.raises(ValueError, match="norm_num_groups 32"):
-        N["LatentSyncVAELoader"].execute("sd-vae-ft-mse")
+        N["LatentSyncVAELoader"].execute("narrow-vae")
+
+
+def test_comfy_load_vae_reads_the_tiny_sets_official_file_as_taesd(tiny_models):
+    """The shipped workflows name vae-ft-mse-840000-ema-pruned.safetensors; ComfyUI's own Load VAE reads the tiny
+    set's file of that name as a TAESD (fast on a CPU) and ignores the narrow SD VAE the library reads from it."""
+    vae = comfy_nodes.VAELoader().load_vae(OFFICIAL_VAE)[0]
+    assert type(vae.first_stage_model).__name__ == "TAESD" and vae.latent_channels == 4
+    assert OFFICIAL_VAE in comfy_nodes.VAELoader.INPUT_TYPES()["required"]["vae_name"][0]
 
 
 def test_decode_node_latent_is_in_the_vae_unscaled_space(tiny_models):
     """LATENT from the pack is in ComfyUI's convention: ComfyUI's own VAE Decode gives the same crops."""
-    vae = comfy_nodes.VAELoader().load_vae("latentsync_tiny_taesd.safetensors")[0]
+    vae = comfy_nodes.VAELoader().load_vae(OFFICIAL_VAE)[0]
     g = torch.Generator().manual_seed(4)
     samples = torch.randn(3, 4, 8, 8, generator=g)
     faces = (random_frames(2, 64, 64) * 255).to(torch.uint8)
@@ -252,7 +267,7 @@ def loaded(tiny_models):
     model = N["LatentSyncModelLoader"].execute("v1.5/latentsync_unet.pt", "auto", "auto", False).result[0]
     whisper = N["LatentSyncWhisperLoader"].execute("whisper/tiny.pt", False).result[0]
     faces = N["LatentSyncFaceAnalyzerLoader"].execute("offline", False).result[0]
-    vae = comfy_nodes.VAELoader().load_vae("latentsync_tiny_taesd.safetensors")[0]
+    vae = comfy_nodes.VAELoader().load_vae(OFFICIAL_VAE)[0]
     return model, vae, whisper, faces
 
 
@@ -269,6 +284,56 @@ def test_loader_refuses_paths_outside_model_folders(loaded):
     for bad in ("../../etc/passwd", "/etc/passwd", "v1.5/../../x.pt", "C:/x.pt"):
         with pytest.raises((ValueError, FileNotFoundError)):
             N["LatentSyncModelLoader"].execute(bad, "auto", "auto", False)
+
+
+@pytest.fixture
+def insightface_folder(tmp_path, monkeypatch):
+    """A fresh models/insightface folder for ComfyUI (restored afterwards), and no download possible."""
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "insightface", ([str(tmp_path / "insightface")], set()))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "insightface"
+
+
+def test_face_analyzer_auto_uses_insightface_when_buffalo_l_is_there(insightface_folder, monkeypatch, caplog):
+    """Stand-in buffalo_l files (insightface's model loading replaced, as in test_face_detect): `auto` builds the
+    InsightFace analyzer and says so on the node (ui payload) and in the log."""
+    import insightface.model_zoo as mz
+
+    pack = insightface_folder / "models" / "buffalo_l"
+    pack.mkdir(parents=True)
+    for name in ("det_10g.onnx", "2d106det.onnx"):
+        (pack / name).write_bytes(b"stand-in")
+
+    class StandIn:
+        def __init__(self, task):
+            self.taskname = task
+
+        def prepare(self, *args, **kwargs):
+            pass
+
+    monkeypatch.setattr(mz, "get_model", lambda path, **kw: StandIn(
+        "detection" if path.endswith("det_10g.onnx") else "landmark_2d_106"))
+    with caplog.at_level("INFO", logger="LatentSync"):
+        out = N["LatentSyncFaceAnalyzerLoader"].execute("auto", True)
+    analyzer = out.result[0]
+    assert analyzer.backend == "insightface" and type(analyzer.detector).__name__ == "InsightFaceDetector"
+    (info,) = out.ui["latentsync_face_backend"]
+    assert info == {"requested": "auto", "backend": "insightface", "reason": f"buffalo_l found in {pack}"}
+    assert f"face analyzer auto -> InsightFace buffalo_l: buffalo_l found in {pack}" in caplog.text
+
+
+def test_face_analyzer_auto_falls_back_to_offline_and_says_why(insightface_folder, caplog):
+    with caplog.at_level("INFO", logger="LatentSync"):
+        out = N["LatentSyncFaceAnalyzerLoader"].execute("auto", False)
+    assert out.result[0].backend == "offline" and type(out.result[0].detector).__name__ == "RetinaFaceDetector"
+    (info,) = out.ui["latentsync_face_backend"]
+    target = os.path.join(folder_paths.models_dir, "insightface", "models", "buffalo_l")
+    assert info == {"requested": "auto", "backend": "offline",
+                    "reason": f"buffalo_l is not in {target} and download_missing is off in the loader node"}
+    assert [r.levelname for r in caplog.records if "auto -> offline RetinaFace" in r.message] == ["WARNING"]
+    with_download = N["LatentSyncFaceAnalyzerLoader"].execute("auto", True).ui["latentsync_face_backend"][0]
+    assert with_download["backend"] == "offline" and "HF_HUB_OFFLINE" in with_download["reason"]
+    assert N["LatentSyncFaceAnalyzerLoader"].GET_SCHEMA().inputs[0].default == "auto"
 
 
 def test_video_node_passes_frames_without_face_through(loaded):

@@ -153,12 +153,14 @@ def test_command_line_writes_h264_aac_at_the_input_frame_rate(tiny_models, tmp_p
     out = tmp_path / "out.mp4"
     run = subprocess.run(
         [sys.executable, "-m", "latentsync", "--video", str(shared_path(*CLIP)), "--audio", str(shared_path(*SPEECH)),
-         "--out", str(out), "--models", str(tiny_models), "--face-backend", "offline", "--steps", "2",
+         "--out", str(out), "--models", str(tiny_models), "--steps", "2",  # face backend: auto (the default)
          "--device", "cpu", "--no-download"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "TINY RANDOM model set" in run.stderr
+    assert "face detector: auto -> offline RetinaFace: buffalo_l is not in" in run.stderr  # no buffalo_l in the set
+    assert "--no-download is set" in run.stderr
     with av.open(str(out)) as c:
         v = c.streams.video[0]
         a = c.streams.audio[0]

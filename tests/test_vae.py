@@ -1,13 +1,12 @@
 """VAE loading (diffusers folder, single LDM/diffusers file) and the batched, scaled codec."""
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
 from diffusers import AutoencoderKL
 from safetensors.torch import save_file
 
+from latentsync.tools.tiny_vae import ldm_vae_state_dict
 from latentsync.vae import SCALING_FACTOR, VAECodec, VAELoadError, infer_vae_config, load_vae, sd15_vae_config
 
 TINY = dict(  # widths change between levels, so the 1x1 shortcut convs (LDM "nin_shortcut") exist too
@@ -33,32 +32,9 @@ def images(n: int, r: int = 32, seed: int = 1) -> torch.Tensor:
 
 
 def to_ldm(state: dict[str, torch.Tensor], n_blocks: int) -> dict[str, torch.Tensor]:
-    """diffusers AutoencoderKL keys -> original LDM (CompVis) keys, written independently of diffusers' converter."""
-    out = {}
-    for key, value in state.items():
-        k = key
-        k = re.sub(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)", r"encoder.down.\1.block.\2", k)
-        k = re.sub(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0", r"encoder.down.\1.downsample", k)
-        k = re.sub(
-            r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)",
-            lambda m: f"decoder.up.{n_blocks - 1 - int(m.group(1))}.block.{m.group(2)}",
-            k,
-        )
-        k = re.sub(
-            r"decoder\.up_blocks\.(\d+)\.upsamplers\.0",
-            lambda m: f"decoder.up.{n_blocks - 1 - int(m.group(1))}.upsample",
-            k,
-        )
-        k = k.replace("mid_block.resnets.0", "mid.block_1").replace("mid_block.resnets.1", "mid.block_2")
-        k = k.replace("mid_block.attentions.0", "mid.attn_1")
-        k = k.replace("conv_shortcut", "nin_shortcut").replace("conv_norm_out", "norm_out")
-        if ".mid.attn_1." in k:
-            k = k.replace("group_norm", "norm").replace("to_q", "q").replace("to_k", "k").replace("to_v", "v")
-            k = k.replace("to_out.0", "proj_out")
-            if value.ndim == 2:
-                value = value[:, :, None, None]  # LDM stores attention projections as 1x1 convs
-        out[k] = value.clone()
-    return out
+    """diffusers AutoencoderKL keys -> original LDM (CompVis) keys: the tiny model set's writer, checked here against
+    the loader, which reads LDM files with diffusers' own converter."""
+    return ldm_vae_state_dict(state, n_blocks)
 
 
 def test_encode_decode_shapes_and_scaling(tiny_vae):
@@ -177,3 +153,24 @@ def test_load_vae_errors(tmp_path):
     (tmp_path / "weird.txt").write_text("x")
     with pytest.raises(VAELoadError, match="unsupported"):
         load_vae(tmp_path / "weird.txt")
+
+
+def test_tiny_set_vae_file_holds_an_sd_vae_for_the_library_and_a_taesd_for_comfyui(tmp_path):
+    """The tiny set's `vae-ft-mse-840000-ema-pruned.safetensors`: the library loads its SD-VAE keys (and ignores the
+    TAESD keys beside them); a file with only the TAESD keys is refused with a message that says what it is."""
+    from diffusers import AutoencoderTiny
+    from safetensors.torch import load_file
+
+    from latentsync.tools.tiny_vae import save_tiny_vae_file, taesd_state_dict
+
+    torch.manual_seed(0)  # test-only: the random init of the two small models
+    sd_vae, taesd = AutoencoderKL(**TINY).eval(), AutoencoderTiny().eval()
+    path = save_tiny_vae_file(tmp_path / "vae-ft-mse-840000-ema-pruned.safetensors", sd_vae, taesd)
+    keys = set(load_file(str(path)))
+    assert {"vae_scale", "vae_shift", "taesd_decoder.1.weight", "encoder.conv_in.weight"} <= keys
+    loaded = load_vae(path)
+    for k, v in loaded.state_dict().items():
+        torch.testing.assert_close(v, sd_vae.state_dict()[k], rtol=0, atol=0, msg=k)
+    save_file(taesd_state_dict(taesd), str(tmp_path / "taesd_only.safetensors"))
+    with pytest.raises(VAELoadError, match="TAESD"):
+        load_vae(tmp_path / "taesd_only.safetensors")

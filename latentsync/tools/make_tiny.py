@@ -2,14 +2,21 @@
 
 ``python -m latentsync.tools.make_tiny --out DIR [--resolution 256|512] [--seed N]``
 
-Same layout as a real models root (see `latentsync.hub`)::
+The official layout file for file, under the official names (see `latentsync.hub`), so that anything written for
+the official set (the shipped workflows included) runs on it unchanged::
 
-    latentsync/v1.5/latentsync_unet.pt + unet_config.yaml   (256; v1.6 for 512) {"state_dict": ...}
+    latentsync/v1.5/latentsync_unet.pt                       (256; v1.6 for 512) {"state_dict": ...}
     latentsync/whisper/tiny.pt                               OpenAI format, 4 layers x 384 (official feature shape)
     latentsync/mask.png                                      synthetic mouth mask (NOT the official one)
-    vae/sd-vae-ft-mse/                                       diffusers AutoencoderKL, widths (32, 32, 32, 32)
-    vae/latentsync_tiny_taesd.safetensors                    random TAESD for ComfyUI's own Load VAE node
-    TINY_MODEL_SET.txt                                       marker: random weights (hub sets ``is_tiny``)
+    vae/vae-ft-mse-840000-ema-pruned.safetensors             a random TAESD (what ComfyUI's Load VAE reads) and a
+                                                             narrow random SD VAE (what latentsync.vae reads) in one
+                                                             file, see `latentsync.tools.tiny_vae`
+
+plus files the official set does not have::
+
+    latentsync/v1.x/unet_config.yaml                         the tiny U-Net's architecture
+    (EXTRA_FILES below)                                      more random models the tools and tests need
+    TINY_MODEL_SET.txt                                       marker: random weights (hub sets ``is_tiny``), written last
 
 Sizes: U-Net widths (32, 32, 32, 32), 1 layer per block, 8 heads (~1.2 M parameters); the audio condition keeps the
 official shape (16 frames x 50 tokens x 384) so the pipeline runs on exactly the tensor shapes of the real model.
@@ -23,7 +30,7 @@ import io
 import os
 import sys
 import secrets
-import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,12 +50,12 @@ UNET_TINY: dict[str, Any] = {
     "in_channels": 13,
     "out_channels": 4,
 }
-VAE_TINY: dict[str, Any] = {  # 8x downscale like SD's VAE; narrow full-resolution levels keep CPU tests fast
-    "block_out_channels": [8, 16, 32, 32],
+VAE_TINY: dict[str, Any] = {  # 8x downscale like SD's VAE; the narrowest widths its 32-group norms allow
+    "block_out_channels": [32, 32, 32, 32],
     "down_block_types": ["DownEncoderBlock2D"] * 4,
     "up_block_types": ["UpDecoderBlock2D"] * 4,
     "layers_per_block": 1,
-    "norm_num_groups": 8,
+    "norm_num_groups": 32,  # what a single-file loader assumes (norm groups cannot be read from the shapes)
     "latent_channels": 4,
     "in_channels": 3,
     "out_channels": 3,
@@ -56,8 +63,30 @@ VAE_TINY: dict[str, Any] = {  # 8x downscale like SD's VAE; narrow full-resoluti
     "scaling_factor": 0.18215,
 }
 WHISPER_TINY = {"n_audio_state": 384, "n_audio_layer": 4, "n_audio_head": 6}
-TAESD_NAME = "latentsync_tiny_taesd.safetensors"
 RESOLUTION_VERSION = {256: "1.5", 512: "1.6"}
+
+
+@dataclass(frozen=True)
+class TinyExtra:
+    """A file beyond the official layout: where it goes under the models root and how to write it (``write(path,
+    generator)`` writes ``path``; the caller renames it into place)."""
+
+    relpath: str
+    write: Callable[[Path, torch.Generator], None]
+
+
+def write_syncnet_v2(path: Path, generator: torch.Generator) -> None:
+    """Random SyncNet-v2 (real architecture and size) as a plain state dict, like the official syncnet_v2.model."""
+    from ..eval.syncnet_v2 import SyncNetV2
+
+    net = randomize_(_build(SyncNetV2), generator)
+    torch.save(net.state_dict(), path)
+
+
+# Random models the official set does not contain but tools and tests need (append new ones here).
+EXTRA_FILES: list[TinyExtra] = [
+    TinyExtra(hub.SYNCNET_V2_FILE.relpath, write_syncnet_v2),
+]
 
 
 def randomize_(module: nn.Module, generator: torch.Generator) -> nn.Module:
@@ -142,28 +171,15 @@ def write_whisper(path: Path, seed: int) -> Path:
     return path
 
 
-def write_vae(folder: Path, generator: torch.Generator) -> Path:
-    from diffusers import AutoencoderKL
+def write_vae(path: Path, generator: torch.Generator) -> Path:
+    """The VAE file under its official name (two random VAEs in one file, see `latentsync.tools.tiny_vae`)."""
+    from diffusers import AutoencoderKL, AutoencoderTiny
 
-    vae = randomize_(_build(lambda: AutoencoderKL(**VAE_TINY)), generator)
-    staging = _temp_sibling(folder, "")
-    staging.mkdir()
-    try:
-        vae.save_pretrained(staging, safe_serialization=True)
-        _normalise_modes([p for p in staging.iterdir() if p.suffix == ".safetensors"], staging / "config.json")
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)  # our own staging folder only
-        raise
-    return folder
+    from .tiny_vae import save_tiny_vae_file
 
-
-def write_syncnet_v2(path: Path, generator: torch.Generator) -> Path:
-    """Random SyncNet-v2 (real architecture and size) as a plain state dict, like the official syncnet_v2.model."""
-    from ..eval.syncnet_v2 import SyncNetV2
-
-    net = randomize_(_build(SyncNetV2), generator)
-    _atomic_bytes(path, lambda p: torch.save(net.state_dict(), p))
+    sd_vae = randomize_(_build(lambda: AutoencoderKL(**VAE_TINY)), generator)
+    taesd = randomize_(_build(AutoencoderTiny), generator)
+    _atomic_bytes(path, lambda tmp: save_tiny_vae_file(tmp, sd_vae, taesd))
     return path
 
 
@@ -192,16 +208,16 @@ def _fallback_mouth_mask(resolution: int) -> torch.Tensor:
 
 
 def planned_files(out: Path, resolution: int) -> list[Path]:
+    """Every file the tiny set writes: the official layout, then the extras, the marker last."""
     version = RESOLUTION_VERSION[resolution]
     unet_dir = out / "latentsync" / f"v{version}"
     return [
         unet_dir / "latentsync_unet.pt",
-        unet_dir / hub.UNET_CONFIG_NAME,
         out / hub.WHISPER_FILE.relpath,
         out / hub.MASK_FILE.relpath,
-        out / hub.VAE_FOLDER,
-        out / "vae" / TAESD_NAME,
-        out / hub.SYNCNET_V2_FILE.relpath,
+        out / hub.VAE_FILE.relpath,
+        unet_dir / hub.UNET_CONFIG_NAME,
+        *(out / extra.relpath for extra in EXTRA_FILES),
         out / hub.TINY_MARKER,
     ]
 
@@ -213,30 +229,29 @@ def make_tiny_model_set(out: str | Path, resolution: int = 256, seed: int = 0) -
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out must be a folder: {out}")
-    existing = [str(p) for p in planned_files(out, resolution) if p.exists()]
+    planned = planned_files(out, resolution)
+    existing = [str(p) for p in planned if p.exists()]
     if existing:
         raise FileExistsError(f"refusing to overwrite existing files: {', '.join(existing)}")
     version = RESOLUTION_VERSION[resolution]
     unet_dir = out / "latentsync" / f"v{version}"
-    for folder in (unet_dir, (out / hub.WHISPER_FILE.relpath).parent, (out / hub.VAE_FOLDER).parent,
-                   (out / hub.SYNCNET_V2_FILE.relpath).parent):
-        folder.mkdir(parents=True, exist_ok=True)
+    for path in planned:
+        path.parent.mkdir(parents=True, exist_ok=True)
 
     generator = torch.Generator().manual_seed(seed)
     write_unet(unet_dir, generator)
-    write_vae(out / hub.VAE_FOLDER, generator)
+    write_vae(out / hub.VAE_FILE.relpath, generator)
     write_whisper(out / hub.WHISPER_FILE.relpath, seed)
     write_mask(out / hub.MASK_FILE.relpath)
-    write_syncnet_v2(out / hub.SYNCNET_V2_FILE.relpath, generator)
-    from .tiny_taesd import save_random_taesd
-
-    with torch.random.fork_rng(devices=[]):  # its module constructors draw from the global RNG
-        save_random_taesd(out / "vae" / TAESD_NAME, seed=seed)
-    _normalise_modes([out / "vae" / TAESD_NAME], out / hub.MASK_FILE.relpath)
+    for extra in EXTRA_FILES:
+        _atomic_bytes(out / extra.relpath, lambda tmp, extra=extra: extra.write(tmp, generator))
+    _normalise_modes([p for p in planned[:-1] if p.suffix == ".safetensors"], out / hub.MASK_FILE.relpath)
     marker = (
         "TINY RANDOM MODEL SET - NOT LatentSync weights.\n"
         "Written by `python -m latentsync.tools.make_tiny`; every weight is random, the mask is synthetic.\n"
         "The pipeline runs end to end with it, but the generated mouth is noise. For tests and offline demos only.\n"
+        "Files are named like the official ones (so workflows run unchanged); the VAE file holds a random TAESD\n"
+        "for ComfyUI's Load VAE and a narrow random SD VAE for the library (latentsync/tools/tiny_vae.py).\n"
         f"resolution: {resolution}\nversion: {version}\nseed: {seed}\n"
     )
     _atomic_bytes(out / hub.TINY_MARKER, lambda p: p.write_text(marker, encoding="utf-8"))

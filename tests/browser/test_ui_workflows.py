@@ -7,11 +7,15 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
 import comfy_session as cs
+from latentsync import hub
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
 
@@ -64,6 +68,7 @@ def test_every_pack_node_type_is_used_by_some_workflow():
 def test_ui_workflow_loads_runs_from_the_page_and_shows_help(comfy_server, workflow):
     sets = [*cs.ui_overrides(), f"*.seed={BROWSER_SEED}"]
     args = [arg for s in sets for arg in ("--set", s)]
+    cs.fresh_caches(comfy_server)  # every node runs (a loader answered from the cache would not report again)
     rc, report = browser_check(comfy_server, workflow, SHOTS / f"{workflow.stem}.png", "--queue",
                                "--help-node", HELP_NODE[workflow.stem], *args)
     assert report["missing_node_types"] == [], report["missing_node_types"]
@@ -92,6 +97,12 @@ def test_ui_workflow_loads_runs_from_the_page_and_shows_help(comfy_server, workf
         assert syncs == [("LatentSyncLipSyncVideo", "output sync"), ("LatentSyncSyncScore", "sync"),
                          ("LatentSyncSyncScore", "sync")], report["sync_reports"]
         assert all("(random weights)" in r["text"] for r in report["sync_reports"]), report["sync_reports"]
+    # the face analyzer's `auto` says on the node what it chose and why (this server is offline, like `make serve`
+    # without the model hub)
+    (backend,) = report["backend_reports"]
+    assert backend["type"] == "LatentSyncFaceAnalyzerLoader"
+    assert backend["text"].startswith("auto \u2192 offline RetinaFace: buffalo_l is not in"), backend
+    assert "HF_HUB_OFFLINE" in backend["text"]
     assert own_console_errors(report) == []
     assert Path(report["screenshot"]).is_file() and Path(report["screenshot_after_queue"]).is_file()
     assert Path(report["help"]["screenshot"]).is_file()
@@ -111,29 +122,45 @@ def test_frames_without_a_face_warn_in_the_ui(comfy_server, tmp_path):
     assert own_console_errors(report) == []
 
 
-def test_template_browser_lists_and_opens_the_pack_workflows(comfy_server):
-    """The user's way to the examples: Templates -> Extensions -> ComfyUI-LatentSync shows every workflow in
-    workflows/ with its thumbnail; clicking one loads it with every node type known."""
-    import tempfile
-    from urllib.parse import urlparse
-
+@contextmanager
+def frontend(server, hide_vae_files: dict | None = None):
+    """The real frontend in Chromium (local requests only). While ``hide_vae_files["on"]`` is true, the model
+    folder listing the frontend asks for (/experiment/models/vae) comes back empty, as on a fresh ComfyUI."""
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
         pytest.fail(f"chromium not found at {CHROMIUM}") if os.environ.get("CI") else pytest.skip("no chromium")
     SHOTS.mkdir(parents=True, exist_ok=True)
-    host = urlparse(comfy_server.url).hostname
+    host = urlparse(server.url).hostname
+
+    def route(r):
+        url = r.request.url
+        if hide_vae_files and hide_vae_files["on"] and urlparse(url).path.endswith("/experiment/models/vae"):
+            return r.fulfill(status=200, content_type="application/json", body="[]")
+        if urlparse(url).hostname == host or url.startswith(("data:", "blob:")):
+            return r.continue_()
+        return r.abort()
+
     with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="chromium-profile-") as prof:
         ctx = p.chromium.launch_persistent_context(prof, executable_path=CHROMIUM, headless=True,
                                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
                                                    viewport={"width": 1600, "height": 1000})
-        ctx.route("**/*", lambda r: r.continue_() if urlparse(r.request.url).hostname == host
-                  or r.request.url.startswith(("data:", "blob:")) else r.abort())
+        ctx.route("**/*", route)
         page = ctx.pages[0] if ctx.pages else ctx.new_page()
-        page.goto(comfy_server.url + "/", wait_until="domcontentloaded", timeout=120_000)
+        page.goto(server.url + "/", wait_until="domcontentloaded", timeout=120_000)
         page.wait_for_function("() => window.app && window.app.graph && "
                                "Object.keys(window.LiteGraph.registered_node_types || {}).length > 50", timeout=120_000)
         page.wait_for_timeout(1000)
+        try:
+            yield page
+        finally:
+            ctx.close()
+
+
+def test_template_browser_lists_and_opens_the_pack_workflows(comfy_server):
+    """The user's way to the examples: Templates -> Extensions -> ComfyUI-LatentSync shows every workflow in
+    workflows/ with its thumbnail; clicking one loads it with every node type known."""
+    with frontend(comfy_server) as page:
         page.evaluate("async () => { await window.app.extensionManager.command.execute('Comfy.BrowseTemplates'); }")
         page.get_by_text(cs.PACK_NAME, exact=True).click()
         page.wait_for_function("() => document.querySelectorAll('[data-testid^=\"template-workflow-\"] img').length >= 3"
@@ -150,7 +177,43 @@ def test_template_browser_lists_and_opens_the_pack_workflows(comfy_server):
                               " !!window.LiteGraph.registered_node_types[n.type]])")
         page.wait_for_timeout(500)
         page.screenshot(path=str(SHOTS / "template_opened.png"))
-        ctx.close()
     assert sorted(t for t, _ in types) == sorted(n["type"] for n in cs.load_json(REPO / "workflows" /
                                                                              "latentsync_video.json")["nodes"])
     assert all(known for _, known in types)
+
+
+MISSING_DIALOG_JS = """() => Array.from(document.querySelectorAll('.comfy-missing-models')).map((box) => ({
+  text: box.innerText,
+  buttons: Array.from(box.querySelectorAll('button')).map((b) => ({label: b.innerText, title: b.title,
+                                                                   disabled: b.disabled})),
+}))"""
+
+
+def test_missing_models_dialog_offers_the_vae_download_only_when_it_is_absent(comfy_server):
+    """Every template carries ComfyUI's model metadata on its Load VAE node: with the tiny set (all official names
+    present) the frontend finds nothing missing; when the vae folder's listing is empty, as on a fresh ComfyUI, its
+    Missing Models dialog offers the download from Hugging Face, and nothing else (the LatentSync loaders download
+    their own files)."""
+    hide = {"on": False}
+    vae_url = hub.VAE_FILE.download_url
+    with frontend(comfy_server, hide) as page:
+        for workflow in UI_WORKFLOWS:
+            data = cs.load_json(workflow)
+            (vae_node,) = [n for n in data["nodes"] if n["type"] == "VAELoader"]
+            assert vae_node["properties"]["models"] == [{"name": hub.VAE_NAME, "url": vae_url, "directory": "vae"}]
+            for hidden in (False, True):
+                hide["on"] = hidden
+                page.keyboard.press("Escape")
+                page.evaluate("() => document.querySelectorAll('.p-dialog-close-button').forEach((b) => b.click())")
+                page.wait_for_timeout(300)
+                page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", data)
+                page.wait_for_timeout(800)
+                boxes = page.evaluate(MISSING_DIALOG_JS)
+                if not hidden:
+                    assert boxes == [], f"{workflow.name}: the frontend reports missing models: {boxes}"
+                    continue
+                page.screenshot(path=str(SHOTS / f"missing_models_{workflow.stem}.png"))
+                assert len(boxes) == 1, boxes
+                assert f"vae / {hub.VAE_NAME}" in boxes[0]["text"] and "latentsync" not in boxes[0]["text"]
+                download = [b for b in boxes[0]["buttons"] if b["label"].startswith("Download")]
+                assert download and download[0]["title"] == vae_url and not download[0]["disabled"], boxes

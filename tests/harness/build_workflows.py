@@ -2,19 +2,28 @@
 """Build the pack's example workflows in the REAL ComfyUI frontend (headless Chromium) and write both formats:
 
     workflows/<name>.json        UI format (what File > Open / the template browser load), from app.graph.serialize()
+    workflows/<name>.jpg         its thumbnail in the template browser
     workflows/api/<name>.json    API format twin (for POST /prompt), from app.graphToPrompt()
 
-The graphs are declared below (node types, widget values by name, links by slot name), so the saved JSON is exactly
-what this frontend version produces and the two formats cannot drift apart. Run it against a server that has the
-pack loaded (e.g. `python tests/harness/comfy_session.py` prints one), then review the diff:
+The graphs are declared below (node types, widget values by name, links by slot name, the model files a loader
+names); the frontend fills in everything else from the live node schemas, so the saved JSON is exactly what this
+frontend version produces and the two formats cannot drift apart. Regenerate every template, API twin and their
+model metadata after a node schema changes (one command; it starts its own server the way `make serve` does without
+the model hub, or uses --url), then review the diff:
 
-    .venv/bin/python tests/harness/build_workflows.py --url http://127.0.0.1:PORT [--out workflows]
+    .venv/bin/python tests/harness/build_workflows.py [--url http://127.0.0.1:PORT] [--only NAME...] [--no-thumbnails]
+
+Every workflow names the demo media that `make serve` / `make demo` put in ComfyUI's input/ folder and model files
+that exist under the same names in the official set and in the tiny random set. Loaders whose file ComfyUI itself
+cannot download (Load VAE) carry ComfyUI's model metadata (`properties.models`: name, url, directory), so a fresh
+ComfyUI's missing-models dialog offers the download; the LatentSync loaders download their own files on first use.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -22,20 +31,34 @@ from urllib.parse import urlparse
 
 from playwright.sync_api import sync_playwright
 
-REPO = Path(__file__).resolve().parents[2]
+HARNESS = Path(__file__).resolve().parent
+REPO = HARNESS.parents[1]
+sys.path[:0] = [str(REPO), str(HARNESS)]
+
+import comfy_serve  # noqa: E402
+from latentsync import hub  # noqa: E402  (plain library: no ComfyUI import)
+
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
-VIDEO = "clip_speaking_woman_frontal_350px_15fps.mp4"
-SPEECH = "speech_cmu_arctic_a0009_16k.wav"
-VAE = "vae-ft-mse-840000-ema-pruned.safetensors"
+VIDEO = comfy_serve.DEMO_VIDEO
+SPEECH = comfy_serve.DEMO_AUDIO
+VAE = hub.VAE_NAME
 SAMPLING = {"seed": 1247, "control_after_generate": "fixed", "steps": 20, "guidance": 1.5, "deepcache": True,
             "deepcache_interval": 3}
 
+
+def model_entry(file: hub.ModelFile) -> dict:
+    """ComfyUI's model metadata for one file (what its own templates carry): the frontend lists the file in its
+    missing-models dialog when `directory` lacks it, with a download button for huggingface.co `.safetensors` URLs."""
+    directory, _, name = file.relpath.partition("/")
+    return {"name": name, "url": file.download_url, "directory": directory}
+
+
 MODELS_NOTE = """## LatentSync models
 
-Put these files in ComfyUI's `models/` folder (the official ones are **downloaded on first use** when
-*download_missing* is on):
+Put these files in ComfyUI's `models/` folder. The LatentSync ones are **downloaded on first use** when
+*download_missing* is on; the VAE is offered by ComfyUI's missing-models dialog when it is absent:
 
 | file | from |
 |---|---|
@@ -43,7 +66,10 @@ Put these files in ComfyUI's `models/` folder (the official ones are **downloade
 | `latentsync/whisper/tiny.pt` | ByteDance/LatentSync-1.6, `whisper/tiny.pt` |
 | `latentsync/mask.png` | the LatentSync repository |
 | `vae/vae-ft-mse-840000-ema-pruned.safetensors` | stabilityai/sd-vae-ft-mse-original (ComfyUI's Load VAE) |
-| `insightface/models/buffalo_l/` | InsightFace (or choose the *offline* face backend) |
+| `insightface/models/buffalo_l/` | InsightFace (non-commercial licence); optional |
+
+Face analyzer *auto* uses InsightFace when buffalo_l is there (or can be downloaded) and the offline RetinaFace
+(MIT) otherwise; the node shows which and why. Choose *offline* for commercial use.
 
 The result is as long as the audio: a shorter video is played forward and backward to cover it.
 Frames without a face are passed through unchanged (a warning shows on the node).
@@ -67,11 +93,12 @@ def loaders(x: int, y: int) -> list[dict]:
         {"id": "model", "type": "LatentSyncModelLoader", "pos": [x, y], "size": [330, 160],
          "widgets": {"checkpoint": "v1.5/latentsync_unet.pt", "version": "auto", "dtype": "auto",
                      "download_missing": True}},
-        {"id": "vae", "type": "VAELoader", "pos": [x, y + 200], "size": [330, 60], "widgets": {"vae_name": VAE}},
+        {"id": "vae", "type": "VAELoader", "pos": [x, y + 200], "size": [330, 60], "widgets": {"vae_name": VAE},
+         "models": [model_entry(hub.VAE_FILE)]},
         {"id": "whisper", "type": "LatentSyncWhisperLoader", "pos": [x, y + 300], "size": [330, 90],
          "widgets": {"whisper": "whisper/tiny.pt", "download_missing": True}},
         {"id": "faces_loader", "type": "LatentSyncFaceAnalyzerLoader", "pos": [x, y + 430], "size": [330, 90],
-         "widgets": {"backend": "insightface", "download_missing": True}},
+         "widgets": {"backend": "auto", "download_missing": True}},
     ]
 
 
@@ -172,9 +199,9 @@ WORKFLOWS = {
     "latentsync_score": {
         "nodes": [
             note(0, 0, MODELS_NOTE + SCORE_NOTE, size=(400, 760)),
-            {"id": "video", "type": "LoadVideo", "pos": [440, 0], "widgets": {"file": "demo_clip_15fps.mp4"}},
+            {"id": "video", "type": "LoadVideo", "pos": [440, 0], "widgets": {"file": VIDEO}},
             {"id": "audio", "type": "LoadAudio", "pos": [440, 420],
-             "widgets": {"audio": "demo_speech_arctic_a0007.wav"}},
+             "widgets": {"audio": SPEECH}},
             *loaders(800, 0),
             {"id": "syncnet", "type": "LatentSyncSyncNetLoader", "pos": [800, 560], "size": [330, 90],
              "widgets": {"syncnet": "auxiliary/syncnet_v2.model", "download_missing": True}},
@@ -224,6 +251,7 @@ async (spec) => {
       w.value = value;
       if (w.callback) { try { w.callback(value); } catch (e) { /* upload widgets may try to fetch previews */ } }
     }
+    if (n.models) node.properties = { ...(node.properties || {}), models: n.models };
     made[n.id] = node;
   }
   for (const [src, out, dst, inp] of spec.links) {
@@ -275,34 +303,25 @@ def write_thumbnail(page, workflow: dict, path: Path, size=(640, 360)) -> None:
     tmp.unlink()
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--url", required=True)
-    ap.add_argument("--out", default=str(REPO / "workflows"))
-    ap.add_argument("--only", nargs="*")
-    ap.add_argument("--chromium", default=os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-    ap.add_argument("--no-thumbnails", action="store_true",
-                    help="do not write <name>.jpg (the template browser's thumbnail of each workflow)")
-    a = ap.parse_args()
-    out = Path(a.out)
+def build(url: str, out: Path, only: list[str] | None, chromium: str, thumbnails: bool) -> int:
     (out / "api").mkdir(parents=True, exist_ok=True)
-    host = urlparse(a.url).hostname
+    host = urlparse(url).hostname
     rc = 0
     with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="chromium-profile-") as prof:
-        ctx = p.chromium.launch_persistent_context(prof, executable_path=a.chromium, headless=True,
+        ctx = p.chromium.launch_persistent_context(prof, executable_path=chromium, headless=True,
                                                    args=CHROMIUM_ARGS, viewport={"width": 2400, "height": 1300})
         ctx.add_init_script("try { localStorage.setItem('vueNodesBannerDismissed', 'true'); } catch (e) {}")
         ctx.route("**/*", lambda r: r.continue_() if urlparse(r.request.url).hostname in (host, "localhost",
                   "127.0.0.1") or r.request.url.startswith(("data:", "blob:")) else r.abort())
         page = ctx.pages[0] if ctx.pages else ctx.new_page()
-        page.goto(a.url.rstrip("/") + "/", wait_until="domcontentloaded", timeout=120_000)
+        page.goto(url.rstrip("/") + "/", wait_until="domcontentloaded", timeout=120_000)
         page.wait_for_function("() => window.app && window.app.graph && window.LiteGraph && "
                                "Object.keys(window.LiteGraph.registered_node_types || {}).length > 50",
                                timeout=120_000)
         page.wait_for_timeout(500)
         page.keyboard.press("Escape")
         for name, spec in WORKFLOWS.items():
-            if a.only and name not in a.only:
+            if only and name not in only:
                 continue
             res = page.evaluate(BUILD_JS, spec)
             if res["problems"]:
@@ -315,10 +334,32 @@ def main() -> int:
             (out / f"{name}.json").write_text(json.dumps(wf, indent=2) + "\n", encoding="utf-8")
             (out / "api" / f"{name}.json").write_text(json.dumps(api, indent=2) + "\n", encoding="utf-8")
             print(f"{name}: {len(wf['nodes'])} nodes, {len(wf['links'])} links, {len(api)} API nodes")
-            if not a.no_thumbnails:
+            if thumbnails:
                 write_thumbnail(page, wf, out / f"{name}.jpg")
         ctx.close()
     return rc
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--url", help="a running ComfyUI with the pack (default: start one like `make serve` does, "
+                                  "tiny model set, offline, and stop it afterwards)")
+    ap.add_argument("--out", default=str(REPO / "workflows"))
+    ap.add_argument("--only", nargs="*")
+    ap.add_argument("--chromium", default=os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+    ap.add_argument("--no-thumbnails", action="store_true",
+                    help="do not write <name>.jpg (the template browser's thumbnail of each workflow)")
+    a = ap.parse_args()
+    if a.url:
+        return build(a.url, Path(a.out), a.only, a.chromium, not a.no_thumbnails)
+    base = Path(tempfile.mkdtemp(prefix="latentsync-build-"))
+    try:
+        models = comfy_serve.tiny_models(base / "tiny-models")
+        info = comfy_serve.launch(models, offline=True, base=base)
+        return build(info["COMFY_URL"], Path(a.out), a.only, a.chromium, not a.no_thumbnails)
+    finally:
+        comfy_serve.stop(base)
+        shutil.rmtree(base, ignore_errors=True)  # our own temporary folder
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
-"""One real ComfyUI server per test session, with this pack, the tiny model set and the real media.
+"""One real ComfyUI server per test session, started the way `make serve` starts it on a machine without the model
+hub: `comfy_serve.launch` with the tiny random model set, offline (HF_HUB_OFFLINE=1), the demo media in input/.
 
 Used by tests/integration and tests/browser (the `comfy_server` fixture of tests/conftest.py calls `acquire()`, which
 starts the server once per process; `release()` at session end stops it). The server runs from a fresh temp base
-directory (never inside the repository): custom_nodes/ComfyUI-LatentSync -> the repo, models/ filled by `latentsync.tools.make_tiny`, input/
-holding the media. HF_HUB_OFFLINE=1 so nothing can be downloaded.
+directory (never inside the repository): custom_nodes/ComfyUI-LatentSync -> the repo, models/ -> a tiny set made by
+`latentsync.tools.make_tiny`, input/ holding the demo media plus the shared test media (the other tests use them).
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,18 +24,20 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+import comfy_serve
+from comfy_serve import DEMO_AUDIO, DEMO_VIDEO, PACK_NAME
+
 HARNESS = Path(__file__).resolve().parent
 REPO = HARNESS.parents[1]
 ARTIFACTS = Path(os.environ.get("LATENTSYNC_ARTIFACTS", REPO / "test-artifacts"))
-PACK_NAME = "ComfyUI-LatentSync"
-PYTHON = os.environ.get("COMFY_PYTHON", str(REPO / ".venv" / "bin" / "python"))
+PYTHON = comfy_serve.PYTHON
 
 VIDEO = "clip_speaking_woman_frontal_350px_15fps.mp4"
 SPEECH = "speech_cmu_arctic_a0009_16k.wav"
 SPEECH_LONG = "speech_cmu_arctic_a0007_16k.wav"
 SPEECH_SHORT = "speech_cmu_arctic_a0009_16k_first0.6s.wav"  # made by the fixture: the first 0.6 s of SPEECH
 MEDIA = (VIDEO, SPEECH, SPEECH_LONG, "face_astronaut_skimage.png")
-TINY_VAE = "latentsync_tiny_taesd.safetensors"
+OFFICIAL_VAE = "vae-ft-mse-840000-ema-pruned.safetensors"  # in the tiny set: a random TAESD for ComfyUI's Load VAE
 SHORT_SECONDS = 0.6
 
 
@@ -119,43 +123,21 @@ _SERVER: ComfyServer | None = None
 _FAILED: str | None = None
 
 
-def _make_models(models: Path) -> float:
-    t0 = time.time()
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run([PYTHON, "-m", "latentsync.tools.make_tiny", "--out", str(models)], cwd=str(REPO),
-                          env=env, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"make_tiny failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return time.time() - t0
-
-
 def start(media_dir: Path) -> ComfyServer:
+    """A server as `make serve` starts it without the model hub (tiny set, offline), plus the shared test media."""
     base = Path(tempfile.mkdtemp(prefix="latentsync-comfy-"))
-    models_s = _make_models(base / "models")
-    (base / "input").mkdir(parents=True, exist_ok=True)
-    for name in MEDIA:
-        src = media_dir / name
-        if not src.is_file():
-            raise FileNotFoundError(f"missing shared media {src}")
-        shutil.copy2(src, base / "input" / name)
-    write_first_seconds(media_dir / SPEECH, base / "input" / SPEECH_SHORT, SHORT_SECONDS)
-    for demo in (REPO / "assets" / "demo").glob("demo_*"):  # the media the shipped templates name
-        if not (base / "input" / demo.name).exists():
-            shutil.copy2(demo, base / "input" / demo.name)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", COMFY_PYTHON=PYTHON)
-    env.pop("COMFY_ROOT", None)
-    cmd = ["bash", str(HARNESS / "start_comfy.sh"), "-n", f"{REPO}={PACK_NAME}", "-b", str(base), "--strict",
-           "--timeout", "240"]
     t0 = time.time()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        log = base / "server.log"
-        tail = log.read_text(errors="replace")[-6000:] if log.exists() else ""
-        raise RuntimeError(f"start_comfy.sh failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}\n{tail}")
-    values = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    models = comfy_serve.tiny_models(base / "tiny-models", log=lambda _msg: None)
+    models_s = time.time() - t0
+    media = [media_dir / name for name in MEDIA]
+    missing = [str(p) for p in media if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"missing shared media {', '.join(missing)}")
+    values = comfy_serve.launch(models, offline=True, base=base, extra_inputs=media)
+    write_first_seconds(media_dir / SPEECH, base / "input" / SPEECH_SHORT, SHORT_SECONDS)
     return ComfyServer(url=values["COMFY_URL"], base=Path(values["COMFY_BASE"]), log=Path(values["COMFY_LOG"]),
-                       pid=int(values["COMFY_PID"]), ready_s=float(values.get("COMFY_READY_S", time.time() - t0)),
-                       models_s=models_s, env=values)
+                       pid=int(values["COMFY_PID"]), ready_s=float(values["COMFY_READY_S"]), models_s=models_s,
+                       env=values)
 
 
 def acquire(media_dir: Path) -> ComfyServer:
@@ -179,7 +161,7 @@ def release() -> None:
     server, _SERVER = _SERVER, None
     if server is None:
         return
-    subprocess.run(["bash", str(HARNESS / "stop_comfy.sh"), str(server.base)], capture_output=True, timeout=60)
+    comfy_serve.stop(server.base)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     if server.log.exists():
         shutil.copy2(server.log, ARTIFACTS / "server.log")
@@ -199,15 +181,15 @@ if __name__ == "__main__":  # manual use: start a server like the tests do and p
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# what the tests change in the shipped workflows (and nothing else): files of the tiny model set / test media,
-# no downloads, few sampling steps. Keys: (class_type or "*", input name).
+# What the tests change in the shipped workflows that they do not run as shipped (the one-node video workflow runs
+# unchanged, see test_readme_http.py): the audio and the step count, so a run is one 9-frame window (a few seconds on a
+# 2-core CPU instead of about 100 s). Everything else - media, model files, face backend `auto`, downloads on - is as
+# shipped: the tiny set has the official file names, the server is offline like `make serve` without the model hub.
+# Keys: (class_type or "*", input name).
 
 TEST_STEPS = 3
 TEST_OVERRIDES: dict[tuple[str, str], object] = {
-    ("VAELoader", "vae_name"): TINY_VAE,  # the tiny set's random TAESD, read by ComfyUI's own Load VAE
-    ("LatentSyncFaceAnalyzerLoader", "backend"): "offline",  # insightface would need a download
-    ("*", "download_missing"): False,
-    ("LoadAudio", "audio"): SPEECH_SHORT,  # 0.6 s of the real speech: 9 frames at 15 fps, one window
+    ("LoadAudio", "audio"): SPEECH_SHORT,  # 0.6 s of real speech: 9 frames at 15 fps, one window
     ("*", "steps"): TEST_STEPS,
 }
 
@@ -308,7 +290,7 @@ def faceless_prompt(seed: int) -> dict:
         "5": {"class_type": "LatentSyncModelLoader", "inputs": {"checkpoint": "v1.5/latentsync_unet.pt",
                                                                 "version": "auto", "dtype": "auto",
                                                                 "download_missing": False}},
-        "6": {"class_type": "VAELoader", "inputs": {"vae_name": TINY_VAE}},
+        "6": {"class_type": "VAELoader", "inputs": {"vae_name": OFFICIAL_VAE}},
         "7": {"class_type": "LatentSyncWhisperLoader", "inputs": {"whisper": "whisper/tiny.pt",
                                                                   "download_missing": False}},
         "8": {"class_type": "LatentSyncFaceAnalyzerLoader", "inputs": {"backend": "offline",
@@ -349,3 +331,70 @@ def prompt_events(server, prompt: dict, timeout: float = 600):
         raise TimeoutError(f"prompt {prompt_id} did not end within {timeout} s")
     finally:
         ws.close()
+# ---------------------------------------------------------------------------------------------------------------
+# the README's HTTP example, run as written against the session's server (which is started like `make serve`)
+
+README = REPO / "README.md"
+README_HTTP_SECTION = "### Queue a workflow over HTTP"
+SHIPPED_VIDEO_API = REPO / "workflows" / "api" / "latentsync_video.json"
+SHIPPED_FRAMES = 60  # the demo speech is 4.0 s: 60 frames at the clip's 15 fps
+OWN_FILES_SECONDS = 0.2  # the "user's" speech for the README's own-files example: 3 frames (CI time)
+
+
+def readme_http_blocks() -> list[tuple[str, str]]:
+    """(language, code) of every fenced block of the README's HTTP section, in order."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(README_HTTP_SECTION)
+    end = text.find("\n## ", start)
+    return re.findall(r"```(bash|python)\n(.*?)```", text[start:end if end > 0 else None], re.S)
+
+
+@dataclass
+class ReadmeHttpRun:
+    curl: subprocess.CompletedProcess  # the bash block, from the checkout: the shipped workflow, byte for byte
+    python: subprocess.CompletedProcess  # the first Python block, from the checkout: the same, as it is
+    own_files: subprocess.CompletedProcess  # both Python blocks, from a user's folder with my_clip.mp4 + my_speech.wav
+    prompt_id: str  # the curl run's job
+    entry: dict  # its history entry
+    seconds: float  # its wall time
+
+
+_README_RUN: ReadmeHttpRun | None = None
+
+
+def readme_http_run(server: ComfyServer) -> ReadmeHttpRun:
+    """Run the README's HTTP examples once per session (memoised: the curl run is also the "shipped workflow runs
+    unchanged" check of test_workflows_api.py). COMFY_URL points them at the session's server, as the README says.
+    The curl block goes first and does the work (about 100 s); the first Python block posts the same prompt and is
+    answered from ComfyUI's cache; the own-files block uploads a copy of the real clip and 0.2 s of real speech."""
+    global _README_RUN
+    if _README_RUN is not None:
+        return _README_RUN
+    blocks = readme_http_blocks()
+    langs = [lang for lang, _ in blocks]
+    if langs != ["bash", "python", "python"]:
+        raise AssertionError(f"the README's HTTP section should have a bash and two Python blocks, found {langs}")
+    (_, curl_code), (_, python_code), (_, own_code) = blocks
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env["COMFY_URL"] = server.url
+
+    def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, cwd=str(cwd), env=env, capture_output=True, text=True, timeout=1200)
+
+    t0 = time.time()
+    curl = run(["bash", "-c", curl_code], REPO)
+    seconds = time.time() - t0
+    python = run([sys.executable, "-c", python_code], REPO)
+    user = Path(tempfile.mkdtemp(prefix="latentsync-user-"))
+    try:
+        (user / "workflows").symlink_to(REPO / "workflows", target_is_directory=True)
+        shutil.copy2(server.input_dir / VIDEO, user / "my_clip.mp4")
+        write_first_seconds(server.input_dir / SPEECH, user / "my_speech.wav", OWN_FILES_SECONDS)
+        own_files = run([sys.executable, "-c", python_code + "\n" + own_code], user)
+    finally:
+        shutil.rmtree(user, ignore_errors=True)  # our own temporary folder
+    match = re.search(r'"prompt_id": "([0-9a-f-]{36})"', curl.stdout)
+    prompt_id = match.group(1) if match else ""
+    entry = (server.get(f"/history/{prompt_id}") or {}).get(prompt_id, {}) if prompt_id else {}
+    _README_RUN = ReadmeHttpRun(curl, python, own_files, prompt_id, entry, seconds)
+    return _README_RUN

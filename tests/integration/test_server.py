@@ -83,8 +83,9 @@ def test_loader_lists_come_from_the_registered_model_folders(comfy_server):
     # the official names are always offered (downloaded on demand); the tiny set provides v1.5 and whisper
     assert options("LatentSyncModelLoader", "checkpoint")[:2] == ["v1.5/latentsync_unet.pt", "v1.6/latentsync_unet.pt"]
     assert options("LatentSyncWhisperLoader", "whisper") == ["whisper/tiny.pt"]
-    assert options("LatentSyncVAELoader", "vae_folder") == ["sd-vae-ft-mse"]  # the tiny set's diffusers folder
-    assert comfy_session.TINY_VAE in options("VAELoader", "vae_name")
+    assert options("LatentSyncVAELoader", "vae_folder") == []  # the tiny set, like the official one, has no folder
+    assert comfy_session.OFFICIAL_VAE in options("VAELoader", "vae_name")
+    assert options("LatentSyncFaceAnalyzerLoader", "backend") == ["auto", "insightface", "offline"]
 
 
 def test_workflow_templates_are_listed_and_served(comfy_server):

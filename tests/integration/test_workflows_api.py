@@ -1,5 +1,8 @@
-"""Every API-format workflow in workflows/api/ queued over HTTP on the real server, with the tiny model set and the
-real media; the saved video is read back with PyAV. Plus the IMAGE path with frames that have no face."""
+"""Every API-format workflow in workflows/api/ queued over HTTP on the real server, started like `make serve` without
+the model hub (tiny model set under the official names, offline, demo media in input/); the saved video is read back
+with PyAV. The one-node video workflow is queued byte for byte as shipped (60 frames, 20 steps: the README's curl
+example does it, see test_readme_http.py); the others with 0.6 s of audio and 3 steps (TEST_OVERRIDES) to save CI
+time. Plus the IMAGE path with frames that have no face."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,8 +44,54 @@ def test_api_twin_is_the_same_graph_as_the_ui_workflow(path):
     assert ui_links == api_links
 
 
+def test_every_name_in_the_shipped_workflows_is_offered_by_a_make_serve_server(comfy_server):
+    """What ComfyUI validates before it runs a prompt: every file name (media, models) and choice in every shipped
+    API workflow, as shipped, is among the options the server lists (the tiny set has the official names)."""
+    info = comfy_server.get("/object_info")
+    checked = 0
+    for path in API_WORKFLOWS:
+        for node_id, node in cs.load_json(path).items():
+            spec = info[node["class_type"]]["input"]
+            inputs = {**spec.get("required", {}), **spec.get("optional", {})}
+            for name, value in node["inputs"].items():
+                kind, *extra = inputs.get(name, [None])
+                options = extra[0].get("options") if kind == "COMBO" and extra else kind  # V3 nodes: COMBO + options
+                if isinstance(value, str) and isinstance(options, list):
+                    assert value in options, f"{path.name} node {node_id} {node['class_type']}.{name}={value!r}"
+                    checked += 1
+    assert checked >= 3 * 10  # media (2), U-Net, version, dtype, VAE, Whisper, face backend, format, codec
+
+
+SHIPPED = "latentsync_video"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("path", API_WORKFLOWS, ids=[p.stem for p in API_WORKFLOWS])
+def test_shipped_video_workflow_runs_unchanged(comfy_server):
+    """workflows/api/latentsync_video.json posted as it is (by the README's curl example): the demo clip lip-synced
+    to the whole demo speech, 60 frames at 15 fps, the face analyzer's `auto` on the offline detector, and why."""
+    run = cs.readme_http_run(comfy_server)
+    assert run.entry, f"no history entry for the curl run: {run.curl.stdout[-2000:]}\n{run.curl.stderr[-2000:]}"
+    assert run.entry["prompt"][2] == cs.load_json(cs.SHIPPED_VIDEO_API)  # the job is the shipped file
+    assert_success(run.entry, comfy_server)
+    cs.record_timing("api_latentsync_video_unchanged_s", round(run.seconds, 1))
+    prompt = cs.load_json(cs.SHIPPED_VIDEO_API)
+    (video,) = saved_videos(run.entry, prompt, comfy_server)
+    info = probe(video)
+    assert info["frames"] == cs.SHIPPED_FRAMES and info["fps"] == FPS and (info["width"], info["height"]) == (350, 350)
+    assert info["audio_s"] == pytest.approx(4.0, abs=0.07), info
+    (report,) = face_reports(run.entry)
+    assert report["frames"] == report["with_face"] == cs.SHIPPED_FRAMES
+    (backend,) = [b for out in run.entry["outputs"].values() for b in out.get("latentsync_face_backend", [])]
+    assert backend["requested"] == "auto" and backend["backend"] == "offline"
+    assert "HF_HUB_OFFLINE" in backend["reason"], backend
+    assert "face analyzer auto -> offline RetinaFace" in comfy_server.log.read_text(errors="replace")
+
+
+OVERRIDDEN = [p for p in API_WORKFLOWS if p.stem != SHIPPED]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", OVERRIDDEN, ids=[p.stem for p in OVERRIDDEN])
 def test_api_workflow_runs_and_writes_the_expected_video(comfy_server, path):
     prompt = cs.adapt_api(cs.load_json(path))
     fresh_caches(comfy_server)

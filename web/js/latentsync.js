@@ -137,3 +137,67 @@ app.registerExtension({
     };
   },
 });
+
+// The face analyzer loader says which detector it uses and why (`auto` falls back to the offline detector when
+// InsightFace's buffalo_l is not there and cannot be downloaded): `{latentsync_face_backend: [{requested, backend,
+// reason}]}`, drawn under the node, wrapped to its width.
+const BACKEND_LABELS = { insightface: "InsightFace buffalo_l", offline: "offline RetinaFace" };
+
+function backendText(info) {
+  const label = BACKEND_LABELS[info.backend] || info.backend;
+  return `${info.requested === "auto" ? "auto \u2192 " : ""}${label}: ${info.reason}`;
+}
+
+function wrapLines(ctx, text, width) {
+  const lines = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    const next = line ? `${line} ${word}` : word;
+    if (line && ctx.measureText(next).width > width) {
+      lines.push(line);
+      line = word;
+    } else {
+      line = next;
+    }
+  }
+  if (line) lines.push(line);
+  return lines;
+}
+
+app.registerExtension({
+  name: "LatentSync.FaceBackend",
+
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData.name !== "LatentSyncFaceAnalyzerLoader") return;
+
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (message) {
+      const result = onExecuted?.apply(this, arguments);
+      const info = message?.latentsync_face_backend?.[0];
+      if (info) {
+        this.latentsyncBackend = info;
+        this.latentsyncBackendText = backendText(info);
+        this.setDirtyCanvas?.(true, true);
+      }
+      return result;
+    };
+
+    const onDrawForeground = nodeType.prototype.onDrawForeground;
+    nodeType.prototype.onDrawForeground = function (ctx) {
+      const result = onDrawForeground?.apply(this, arguments);
+      const info = this.latentsyncBackend;
+      if (!info || this.flags?.collapsed) return result;
+      ctx.save();
+      ctx.font = "12px sans-serif";
+      ctx.textAlign = "left";
+      ctx.textBaseline = "top";
+      const fallback = info.requested === "auto" && info.backend === "offline";
+      ctx.fillStyle = fallback ? WARN_COLOR : OK_COLOR;
+      wrapLines(ctx, this.latentsyncBackendText, Math.max(this.size[0] - 12, 120)).forEach((line, i) => {
+        ctx.fillText(line, 6, this.size[1] + 6 + 15 * i);
+      });
+      ctx.restore();
+      return result;
+    };
+  },
+});
