@@ -361,3 +361,16 @@ def locate_model_set(
         insightface_dir=insightface_dir,
         is_tiny=tiny,
     )
+
+
+class ModelLoadError(RuntimeError):
+    """A model file exists but cannot be loaded: damaged, truncated, or not the model it should be."""
+
+
+def model_load_error(what: str, path: str | Path, exc: BaseException) -> ModelLoadError:
+    """One message naming the file and what to do about it."""
+    detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    return ModelLoadError(
+        f"cannot load the {what} from {path}: the file is damaged, incomplete or not a {what} "
+        f"({type(exc).__name__}: {detail}). Delete it and download it again (python -m "
+        "latentsync.tools.fetch_models --models DIR, or a loader node with download_missing on).")
