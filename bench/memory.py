@@ -307,7 +307,9 @@ def draw_png(runs: list[dict], path: Path) -> None:
     for x in sorted({x for _, pts, _ in series for x, _ in pts}):
         d.line([(px(x), h - bottom), (px(x), h - bottom + 4)], fill="black")
         d.text((px(x) - 12, h - bottom + 8), f"{x:.0f} s", fill="black")
-    d.text((left, 10), "peak resident memory vs video length (720p, tiny models)", fill="black")
+    first = runs[0]
+    d.text((left, 10), f"peak resident memory vs video length ({first['size']} at {first['fps']} fps, tiny models, "
+                       f"{first['steps']} step); hollow = killed at the cap", fill="black")
     colours = ["#d62728", "#ff7f0e", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b"]
     for k, (name, pts, _cap) in enumerate(series):
         c = colours[k % len(colours)]

@@ -156,6 +156,11 @@ class TensorSink:
         self.count += n
 
 
+def frame_cache_size(max_gap: int = DEFAULT_MAX_GAP) -> int:
+    """Frames `LipSyncPipeline.run` keeps decoded: one window, the detection look-ahead and a few read ahead."""
+    return WINDOW + max_gap + 6
+
+
 class _FrameCache:
     """The frames read most recently, by index (the detection look-ahead and the window being processed)."""
 
@@ -489,7 +494,7 @@ class LipSyncPipeline:
         tracker_progress = _Progress(progress, needed + 1 + windows * (steps + 2))
 
         aligner = FaceAligner(self.resolution, device=self.device)
-        cache = _FrameCache(source, WINDOW + max_gap + 6)
+        cache = _FrameCache(source, frame_cache_size(max_gap))
         tracker = FaceTracker(cache, self.face_detector, aligner, self.selector, max_gap,
                               on_detect=lambda: tracker_progress.advance(1))
 

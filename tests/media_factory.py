@@ -15,6 +15,23 @@ import torch
 
 from conftest import shared_path
 
+# the long videos of the streaming memory tests: 2 frames per second of 960x540 (cheap to lip-sync, big frames)
+LONG_WIDTH, LONG_HEIGHT, LONG_FPS = 960, 540, 2
+LONG_FRAME_BYTES = LONG_WIDTH * LONG_HEIGHT * 3
+
+
+LONG_REFERENCE_S = 24  # 48 frames: the encoder's look-ahead and the frame cache are full, as in any longer run
+
+
+def window_bound() -> int:
+    """How much more a 60-second run may peak than the 24-second reference: the pipeline's frame cache (the window
+    and the detection look-ahead) twice over -- the frames read and the window's output -- plus 96 MiB for the
+    allocator's fragmentation and a second 30-s Whisper window. Derived from the window size, not the length."""
+    from latentsync.pipeline import frame_cache_size  # noqa: PLC0415
+
+    return 2 * frame_cache_size() * LONG_FRAME_BYTES + 96 * 2**20
+
+
 CLIP = ("media", "clip_speaking_woman_frontal_350px_15fps.mp4")
 SPEECH = ("media", "speech_cmu_arctic_a0007_16k.wav")
 PHOTO = ("media", "face_astronaut_skimage.png")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -130,6 +131,20 @@ def clip6(media) -> Path:
 
 # ---------------------------------------------------------------------------------------------------------------
 # 1. streaming gives the in-memory result
+
+
+def test_video_file_source_reads_any_frame_range_from_a_file_or_bytes(media):
+    """Random access by seeking to the keyframe before (a keyframe every 8 frames here), from a path or from bytes
+    in memory (what ComfyUI's VIDEO may hold), equals decoding the whole file."""
+    video = mf.encode(media / "gop8.mp4", mf.clip_frames(40, (96, 96)), 15,
+                      options={"preset": "ultrafast", "x264-params": "keyint=8:min-keyint=8:scenecut=0"})
+    with VideoFileSource(video) as source:
+        everything = source.read(0, 40)
+        for start, stop in ((30, 34), (5, 9), (39, 40), (6, 30), (0, 3), (17, 18)):
+            assert torch.equal(source.read(start, stop), everything[start:stop]), (start, stop)
+    with VideoFileSource(io.BytesIO(video.read_bytes()), name="in-memory") as source:
+        assert torch.equal(source.read(20, 40), everything[20:])
+        assert torch.equal(source.read(0, 20), everything[:20]) and source.timing.fps == 15
 
 
 def test_streaming_equals_the_in_memory_result_frame_for_frame(pipe, clip12, media):

@@ -316,3 +316,24 @@ def faceless_prompt(seed: int) -> dict:
             "deepcache": True, "deepcache_interval": 3}},
         "10": {"class_type": "SaveImage", "inputs": {"images": ["9", 0], "filename_prefix": "test/noface"}},
     }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the server's memory (Linux /proc): resident now, and the peak since the last reset
+
+def process_memory(pid: int, field: str = "VmRSS") -> int:
+    """VmRSS (resident now) or VmHWM (peak resident) of a process, in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(f"{field} not in /proc/{pid}/status")
+
+
+def reset_peak_memory(pid: int) -> None:
+    """Start a new peak: VmHWM becomes the current RSS (Linux >= 4.0: write 5 to /proc/PID/clear_refs)."""
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
+FACELESS_LIPSYNC_NODE = "9"  # the Lip Sync (Images) node of faceless_prompt
