@@ -11,7 +11,6 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
-import torch
 
 from conftest import shared_path
 

@@ -13,7 +13,6 @@ from fractions import Fraction
 
 import cv2
 import numpy as np
-import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
