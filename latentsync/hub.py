@@ -438,3 +438,16 @@ def locate_syncnet_v2(models_root: str | Path, download: bool = True, endpoint: 
            else "automatic download is off")
     return locate_file(root, SYNCNET_V2_FILE, download=download and not tiny, endpoint=endpoint,
                        no_download_reason=why)
+
+
+class ModelLoadError(RuntimeError):
+    """A model file exists but cannot be loaded: damaged, truncated, or not the model it should be."""
+
+
+def model_load_error(what: str, path: str | Path, exc: BaseException) -> ModelLoadError:
+    """One message naming the file and what to do about it."""
+    detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    return ModelLoadError(
+        f"cannot load the {what} from {path}: the file is damaged, incomplete or not a {what} "
+        f"({type(exc).__name__}: {detail}). Delete it and download it again (python -m "
+        "latentsync.tools.fetch_models --models DIR, or a loader node with download_missing on).")

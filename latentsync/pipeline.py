@@ -5,33 +5,47 @@ audio ───────► Whisper features ─► one 50-token window per o
                                                                          ▼
             DDIM + classifier-free guidance + DeepCache in the 3-D U-Net ─► VAE decode ─► paste back ─► frames
 
-Each stage is a plain function so that the ComfyUI nodes (one node per stage) and the one-call
-`LipSyncPipeline` run exactly the same code. Frames in which no face is found are passed through unchanged.
+Each stage is a plain function so that the ComfyUI nodes (one node per stage) and `LipSyncPipeline` run exactly the
+same code. `LipSyncPipeline.run` streams: it reads a `FrameSource` (a video file, or frames in memory) window by
+window and hands each finished window to a sink (a progressive video writer, or a tensor), so memory stays flat
+whatever the video's length; `LipSyncPipeline.__call__` is the same run on frames in memory. Frames are read in
+source order for face detection (the smoothing of the alignment follows the video), and looked up again for every
+output window in the order the length mode gives (ping-pong re-reads the video rather than holding it).
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Protocol
 
+import cv2
 import numpy as np
 import torch
 
+from .audio.features import AudioFeatureStream
 from .audio.resample import to_mono_16k
 from .audio.whisper_encoder import WhisperAudioEncoder
-from .audio.windows import as_fraction, frame_audio_windows, num_frames_for_duration
+from .audio.windows import as_fraction
 from .face.align import FaceAligner
+from .face.gaps import BRIDGED, DEFAULT_MAX_GAP, FACE, NONE, GapBridger, ranges
 from .face.selection import FaceSelector
 from .sampling.ddim import make_scheduler
 from .sampling.denoise import denoise_window, initial_noise
+from .timeline import OutputPlan, SourceTiming, check_length_mode, plan_output, source_order
 
 WINDOW = 16  # frames per U-Net call (the model was trained on 16-frame clips)
 LATENT_CHANNELS = 4
 VAE_DOWNSCALE = 8
+SCENE_CUT_LEVELS = 30.0  # mean |difference| of 32x32 grey thumbnails above which a gap frame is another picture
 
 ProgressFn = Callable[[int, int], None]
 """progress(done, total): called as work advances; it may raise to cancel the run."""
+
+
+class NoFaceError(ValueError):
+    """strict_faces: a frame that would pass through without a face."""
 
 
 @dataclass
@@ -41,17 +55,19 @@ class AlignedFaces:
     faces: torch.Tensor  # uint8 (N, R, R, 3): aligned crops (grey where a frame has no face)
     matrices: torch.Tensor  # float32 (N, 2, 3): frame -> crop affine (OpenCV convention); zeros where no face
     boxes: torch.Tensor  # float32 (N, 4): detection box x1, y1, x2, y2 in frame pixels; NaN where no face
-    has_face: torch.Tensor  # bool (N,)
+    has_face: torch.Tensor  # bool (N,): detected, or bridged across a short gap
     resolution: int
     frame_size: tuple[int, int]  # (H, W) of the source frames
+    bridged: torch.Tensor | None = None  # bool (N,): alignment interpolated across a short detection gap
 
     def __len__(self) -> int:
         return int(self.has_face.shape[0])
 
     def select(self, index: torch.Tensor | Sequence[int]) -> AlignedFaces:
         index = torch.as_tensor(index, dtype=torch.long)
+        bridged = None if self.bridged is None else self.bridged[index]
         return AlignedFaces(self.faces[index], self.matrices[index], self.boxes[index], self.has_face[index],
-                            self.resolution, self.frame_size)
+                            self.resolution, self.frame_size, bridged)
 
 
 @dataclass
@@ -66,40 +82,235 @@ class MaskedLatents:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# frame sources and sinks
+
+
+class FrameSource(Protocol):
+    """Random access to a video's frames: `timing`, `frame_size` (H, W), `len()`, `read(start, stop)` -> uint8
+    (n, H, W, 3). `latentsync.video_io.VideoFileSource` reads a file; `TensorFrameSource` frames in memory."""
+
+    timing: SourceTiming
+    frame_size: tuple[int, int]
+
+    def __len__(self) -> int: ...
+
+    def read(self, start: int, stop: int) -> torch.Tensor: ...
+
+
+class FrameSink(Protocol):
+    """Receives the output window by window: `write(frames uint8 (n, H, W, 3), starts)` (start ticks of the frames,
+    in the plan's time base). `latentsync.video_io.VideoWriter` encodes them; `TensorSink` keeps them."""
+
+    def write(self, frames: torch.Tensor, starts) -> None: ...
+
+
+class TensorFrameSource:
+    """Frames in memory: uint8 (N, H, W, 3), or float (N, H, W, C) in [0, 1] with C = 1, 3 or 4 (a ComfyUI IMAGE),
+    converted to uint8 one window at a time (never copied whole)."""
+
+    def __init__(self, frames: torch.Tensor, fps=None, timing: SourceTiming | None = None):
+        frames = torch.as_tensor(frames)
+        if frames.ndim != 4 or frames.shape[-1] not in ((3,) if frames.dtype == torch.uint8 else (1, 3, 4)):
+            raise ValueError(f"frames must be (N, H, W, 3) RGB, got shape {tuple(frames.shape)}")
+        if frames.shape[0] == 0:
+            raise ValueError("the video has no frames")
+        if frames.dtype != torch.uint8 and not frames.is_floating_point():
+            raise ValueError(f"frames must be uint8 or float in [0, 1], got {frames.dtype}")
+        self.frames = frames
+        self.timing = timing if timing is not None else SourceTiming.constant_rate(frames.shape[0], fps)
+        if len(self.timing) != frames.shape[0]:
+            raise ValueError(f"{frames.shape[0]} frames but timing for {len(self.timing)}")
+        self.frame_size = (int(frames.shape[1]), int(frames.shape[2]))
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        return to_uint8_rgb(self.frames[start:stop])
+
+
+def to_uint8_rgb(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB as it is (on the CPU); float in [0, 1] (1, 3 or 4 channels) -> uint8 RGB, rounded."""
+    if frames.dtype == torch.uint8:
+        return frames.cpu()
+    if frames.shape[-1] == 1:
+        frames = frames.expand(*frames.shape[:-1], 3)
+    return frames[..., :3].detach().float().cpu().mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+
+
+class TensorSink:
+    """Keeps the output in one preallocated tensor: uint8, or float32 in [0, 1] (`dtype=torch.float32`, a ComfyUI
+    IMAGE) converted window by window."""
+
+    def __init__(self, num_frames: int, frame_size: tuple[int, int], dtype: torch.dtype = torch.uint8):
+        self.frames = torch.empty((num_frames, *frame_size, 3), dtype=dtype)
+        self.count = 0
+
+    def write(self, frames: torch.Tensor, starts=None) -> None:
+        n = frames.shape[0]
+        target = self.frames[self.count:self.count + n]
+        if self.frames.dtype == torch.uint8:
+            target.copy_(frames)
+        else:
+            target.copy_(frames).div_(255.0)
+        self.count += n
+
+
+def frame_cache_size(max_gap: int = DEFAULT_MAX_GAP) -> int:
+    """Frames `LipSyncPipeline.run` keeps decoded: one window, the detection look-ahead and a few read ahead."""
+    return WINDOW + max_gap + 6
+
+
+class _FrameCache:
+    """The frames read most recently, by index (the detection look-ahead and the window being processed)."""
+
+    def __init__(self, source: FrameSource, capacity: int):
+        self.source, self.capacity = source, max(1, capacity)
+        self._frames: OrderedDict[int, torch.Tensor] = OrderedDict()
+
+    def _load(self, start: int, stop: int) -> None:
+        block = self.source.read(start, stop)
+        for k in range(start, stop):
+            self._frames[k] = block[k - start]
+            self._frames.move_to_end(k)
+        while len(self._frames) > self.capacity:
+            self._frames.popitem(last=False)
+
+    def get(self, indices: Sequence[int], read_ahead: int = 1) -> torch.Tensor:
+        """uint8 (len(indices), H, W, 3); missing frames are read as one contiguous block."""
+        indices = [int(i) for i in indices]
+        for i in indices:  # mark the frames at hand as in use first, so that loading the others keeps them
+            if i in self._frames:
+                self._frames.move_to_end(i)
+        missing = np.array(sorted({i for i in indices if i not in self._frames}), dtype=np.int64)
+        for run in np.split(missing, np.nonzero(np.diff(missing) != 1)[0] + 1) if len(missing) else []:
+            start = int(run[0])  # each contiguous run of missing frames is read as one block
+            self._load(start, min(len(self.source), max(int(run[-1]) + 1, start + read_ahead)))
+        for i in indices:
+            self._frames.move_to_end(i)
+        return torch.stack([self._frames[i] for i in indices])
+
+
+def _thumbnail(frame: torch.Tensor) -> np.ndarray:
+    grey = cv2.cvtColor(frame.numpy(), cv2.COLOR_RGB2GRAY)
+    return cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+class FaceTracker:
+    """Per source frame, in video order: detect, choose the face (tracking the chosen person), bridge short gaps,
+    and compute the (smoothed) alignment matrix. `ensure(k)` makes frames 0..k final, reading at most
+    `max_gap + 1` frames further. `status` (NONE / FACE / BRIDGED), `matrices` and `boxes` cover every frame made
+    final so far (a few bytes per frame: the video itself is never held)."""
+
+    def __init__(self, frames: _FrameCache, detector, aligner: FaceAligner, selector: FaceSelector | None = None,
+                 max_gap: int = DEFAULT_MAX_GAP, on_detect: Callable[[], None] | None = None):
+        n = len(frames.source)
+        self.frames, self.detector, self.aligner = frames, detector, aligner
+        self.selector = selector or FaceSelector()
+        self.selector.reset()
+        self.bridger = GapBridger(max_gap)
+        self.on_detect = on_detect
+        self.status = np.zeros(n, dtype=np.uint8)
+        self.matrices = torch.zeros(n, 2, 3, dtype=torch.float32)
+        self.boxes = torch.full((n, 4), float("nan"), dtype=torch.float32)
+        self.detected = 0  # frames 0..detected-1 went through the detector
+        self.final = 0  # frames 0..final-1 are final
+        self._thumbs: dict[int, np.ndarray] = {}
+        self._last_face = -1
+
+    def __len__(self) -> int:
+        return int(self.status.shape[0])
+
+    def ensure(self, index: int) -> None:
+        index = min(int(index), len(self) - 1)
+        while self.final <= index:
+            if self.detected < len(self):
+                k = self.detected
+                frame = self.frames.get([k], read_ahead=4)[0]
+                chosen = self.selector.select(self.detector.detect(frame.numpy()))
+                self.detected += 1
+                self._thumbs[k] = _thumbnail(frame)
+                if chosen is None:
+                    finished = self.bridger.push(k, None)
+                else:
+                    finished = self.bridger.push(k, chosen.points3, chosen.bbox)
+                for item in list(finished):
+                    self._finalize(item)
+                if self.on_detect is not None:
+                    self.on_detect()
+            else:
+                for item in list(self.bridger.finish()):
+                    self._finalize(item)
+
+    def _finalize(self, item) -> None:
+        k = item.index
+        status = item.status
+        if status == BRIDGED and not self._same_picture(k):
+            status = NONE  # a cut or a flash frame inside the gap: not the same picture, pass it through
+        if status != NONE:
+            self.matrices[k] = self.aligner.matrices(item.points3)[0]
+            if item.bbox is not None:
+                self.boxes[k] = torch.as_tensor(item.bbox, dtype=torch.float32)
+        if status == FACE:
+            self._thumbs.pop(self._last_face, None)
+            self._last_face = k
+        else:
+            self._thumbs.pop(k, None)  # only the last face and the frames of an open gap are compared
+        self.status[k] = status
+        self.final = k + 1
+
+    def _same_picture(self, k: int) -> bool:
+        """A gap frame looks like one of the detected frames around it (the detection just missed)."""
+        before, after = self._last_face, self.detected - 1  # the bridge's end is the newest detected frame
+        diffs = [float(np.abs(self._thumbs[k] - self._thumbs[j]).mean()) for j in (before, after) if j in self._thumbs]
+        return bool(diffs) and min(diffs) <= SCENE_CUT_LEVELS
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # stages
 
 
 def detect_and_align(frames: torch.Tensor, detector, aligner: FaceAligner, selector: FaceSelector | None = None,
-                     progress: ProgressFn | None = None) -> AlignedFaces:
-    """Detect one face per frame and warp it to the template. frames: uint8 (N, H, W, 3) RGB."""
-    frames = _as_uint8_frames(frames)
-    n, h, w, _ = frames.shape
-    selector = selector or FaceSelector()
-    chosen = []
-    for i in range(n):
-        chosen.append(selector.select(detector.detect(frames[i].numpy())))
+                     progress: ProgressFn | None = None, max_gap: int = DEFAULT_MAX_GAP) -> AlignedFaces:
+    """Detect one face per frame, bridge gaps of up to `max_gap` frames, and warp each face to the template.
+    frames: uint8 (N, H, W, 3) RGB (or a float IMAGE in [0, 1])."""
+    source = TensorFrameSource(frames, fps=1)
+    n = len(source)
+    done = [0]
+
+    def tick() -> None:
+        done[0] += 1
         if progress is not None:
-            progress(i + 1, n)
-    has_face = torch.tensor([c is not None for c in chosen], dtype=torch.bool)
+            progress(done[0], n)
+
+    tracker = FaceTracker(_FrameCache(source, WINDOW), detector, aligner, selector, max_gap, on_detect=tick)
+    tracker.ensure(n - 1)
+    status = torch.from_numpy(tracker.status)
+    has_face = status != NONE
     r = aligner.resolution
     faces = torch.full((n, r, r, 3), 127, dtype=torch.uint8)
-    matrices = torch.zeros(n, 2, 3, dtype=torch.float32)
-    boxes = torch.full((n, 4), float("nan"), dtype=torch.float32)
     idx = has_face.nonzero().flatten()
-    if len(idx):
-        points3 = np.stack([np.asarray(chosen[i].points3, dtype=np.float64) for i in idx.tolist()])
-        aligned = aligner.align(frames[idx], points3)
-        faces[idx] = torch.as_tensor(aligned.faces, dtype=torch.uint8).cpu()
-        matrices[idx] = torch.as_tensor(aligned.matrices, dtype=torch.float32).cpu()
-        boxes[idx] = torch.tensor(np.stack([np.asarray(chosen[i].bbox, dtype=np.float32) for i in idx.tolist()]))
-    return AlignedFaces(faces, matrices, boxes, has_face, r, (h, w))
+    for start in range(0, len(idx), WINDOW):
+        part = idx[start:start + WINDOW]
+        window = torch.stack([source.read(i, i + 1)[0] for i in part.tolist()])
+        faces[part] = align_faces(window, tracker.matrices[part], aligner)
+    return AlignedFaces(faces, tracker.matrices, tracker.boxes, has_face, r, source.frame_size,
+                        bridged=status == BRIDGED)
+
+
+def align_faces(frames: torch.Tensor, matrices: torch.Tensor, aligner: FaceAligner) -> torch.Tensor:
+    """Warp frames uint8 (N, H, W, 3) with their alignment matrices to model-size faces uint8 (N, R, R, 3)."""
+    crops = aligner.warp_to_crop(frames, matrices)
+    return torch.as_tensor(aligner.resize_to_model(crops), dtype=torch.uint8).cpu()
 
 
 def audio_embeddings(encoder: WhisperAudioEncoder, waveform, sample_rate: int, fps: float | Fraction,
                      num_frames: int) -> torch.Tensor:
     """Per-frame Whisper windows (num_frames, 50, 384) for frames shown at `fps` from time 0."""
-    features = encoder.features(to_mono_16k(waveform, sample_rate))
-    return frame_audio_windows(features, fps, num_frames)
+    fps = as_fraction(fps)
+    stream = AudioFeatureStream(encoder, to_mono_16k(waveform, sample_rate))
+    ticks = np.arange(num_frames, dtype=np.int64) * fps.denominator
+    return stream.windows_at(ticks, fps.numerator)
 
 
 def encode_faces(codec, faces: torch.Tensor, mask: torch.Tensor) -> MaskedLatents:
@@ -158,24 +369,75 @@ def paste_faces(frames: torch.Tensor, faces: torch.Tensor, aligned: AlignedFaces
 
 def pingpong_indices(num_source: int, num_out: int) -> torch.Tensor:
     """Source-frame index of every output frame: forward, reversed, forward, ... (the official loop_video)."""
-    if num_source <= 0:
-        raise ValueError("the video has no frames")
-    cycle = list(range(num_source)) + list(range(num_source - 1, -1, -1))
-    reps = math.ceil(num_out / len(cycle))
-    return torch.tensor((cycle * reps)[:num_out], dtype=torch.long)
+    return torch.from_numpy(source_order("pingpong", num_source, num_out))
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the one-call pipeline
+# the pipeline
+
+
+@dataclass
+class LipSyncReport:
+    """What a run did: the output plan, each source frame's face status (NONE / FACE / BRIDGED; frames never
+    needed stay NONE), and the warnings it gave."""
+
+    plan: OutputPlan
+    source_status: np.ndarray
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def no_face_at_all(self) -> bool:
+        return not bool(np.any(self.source_status == FACE))
+
+    @property
+    def output_status(self) -> np.ndarray:
+        return self.source_status[self.plan.source]
+
+    @property
+    def has_face(self) -> torch.Tensor:
+        """bool per output frame: its face was regenerated (detected or bridged)."""
+        return torch.from_numpy(self.output_status != NONE)
+
+    def coverage(self) -> dict:
+        out = self.output_status
+        m = int(out.shape[0])
+        processed = int(np.count_nonzero(out != NONE))
+        return {
+            "output_frames": m, "processed": processed, "detected": int(np.count_nonzero(out == FACE)),
+            "bridged": int(np.count_nonzero(out == BRIDGED)), "passed_through": m - processed,
+            "fraction_processed": round(processed / m, 6) if m else 0.0,
+            "processed_ranges": ranges(out != NONE), "bridged_ranges": ranges(out == BRIDGED),
+            "passed_through_ranges": ranges(out == NONE),
+        }
+
+    def to_dict(self) -> dict:
+        plan = self.plan
+        fps = plan.fps
+        return {
+            "length_mode": plan.mode, "fps": f"{fps.numerator}/{fps.denominator}" if fps.denominator != 1 else str(fps),
+            "variable_frame_rate": not plan.constant, "source_frames": int(self.source_status.shape[0]),
+            "output_frames": len(plan), "output_seconds": round(float(plan.duration), 6),
+            "audio_seconds": round(float(plan.audio_duration), 6), "coverage": self.coverage(),
+            "warnings": list(self.warnings),
+        }
 
 
 @dataclass
 class LipSyncResult:
     frames: torch.Tensor  # uint8 (M, H, W, 3)
     fps: Fraction
-    waveform: torch.Tensor  # float32 (C, S): the input audio (original rate and channels), trimmed to the video
+    waveform: torch.Tensor  # float32 (C, S): the input audio (original rate and channels), cut (or padded) to the video
     sample_rate: int
     has_face: torch.Tensor  # bool (M,)
+    report: LipSyncReport | None = None
+
+
+def output_waveform(waveform: torch.Tensor, sample_rate: int, plan: OutputPlan) -> torch.Tensor:
+    """The output's audio: the user's audio cut to the video, or padded with silence (`silence` mode)."""
+    keep = plan.audio_samples(sample_rate)
+    if keep <= waveform.shape[-1]:
+        return waveform[:, :keep]
+    return torch.nn.functional.pad(waveform, (0, keep - waveform.shape[-1]))
 
 
 class LipSyncPipeline:
@@ -196,22 +458,52 @@ class LipSyncPipeline:
 
     def __call__(self, frames, fps, waveform, sample_rate: int, steps: int = 20, guidance: float = 1.5,
                  deepcache: bool = True, deepcache_interval: int = 3, seed: int = 1247,
-                 progress: ProgressFn | None = None) -> LipSyncResult:
+                 progress: ProgressFn | None = None, length_mode: str = "pingpong",
+                 max_gap: int = DEFAULT_MAX_GAP, strict_faces: bool = False) -> LipSyncResult:
+        """In memory: the same run as `run`, from frames (uint8 (N, H, W, 3)) to a frame tensor."""
         frames = _as_uint8_frames(frames)
         waveform = _as_waveform(waveform)
-        fps = as_fraction(fps)
-        num_out = max(1, num_frames_for_duration(waveform.shape[-1], sample_rate, fps))
-        order = pingpong_indices(frames.shape[0], num_out)
-        windows = math.ceil(num_out / WINDOW)
-        n_src = min(frames.shape[0], num_out)
-        total = n_src + 1 + windows * (steps + 2)
-        tracker = _Progress(progress, total)
+        source = TensorFrameSource(frames, fps=as_fraction(fps))
+        plan = self.plan(source.timing, waveform, sample_rate, length_mode)
+        sink = TensorSink(len(plan), source.frame_size)
+        report = self.run(source, plan, waveform, sample_rate, sink, steps=steps, guidance=guidance,
+                          deepcache=deepcache, deepcache_interval=deepcache_interval, seed=seed, progress=progress,
+                          max_gap=max_gap, strict_faces=strict_faces)
+        return LipSyncResult(sink.frames, plan.fps, output_waveform(waveform, sample_rate, plan), sample_rate,
+                             report.has_face, report)
+
+    @staticmethod
+    def plan(timing: SourceTiming, waveform, sample_rate: int, length_mode: str = "pingpong") -> OutputPlan:
+        """Which source frame each output frame shows, and when (see `latentsync.timeline`)."""
+        check_length_mode(length_mode)
+        samples = _as_waveform(waveform).shape[-1]
+        if sample_rate <= 0:
+            raise ValueError(f"sample rate must be positive, got {sample_rate}")
+        return plan_output(timing, Fraction(samples, int(sample_rate)), length_mode)
+
+    def run(self, source: FrameSource, plan: OutputPlan, waveform, sample_rate: int, sink: FrameSink,
+            steps: int = 20, guidance: float = 1.5, deepcache: bool = True, deepcache_interval: int = 3,
+            seed: int = 1247, progress: ProgressFn | None = None, max_gap: int = DEFAULT_MAX_GAP,
+            strict_faces: bool = False) -> LipSyncReport:
+        """Stream `plan`'s output frames window by window from `source` into `sink`. Memory holds one window, the
+        detection look-ahead (`max_gap` + a few frames) and a few numbers per frame, whatever the length."""
+        waveform = _as_waveform(waveform)
+        m = len(plan)
+        windows = -(-m // WINDOW)
+        needed = min(len(source), int(plan.source.max()) + max_gap + 2)
+        tracker_progress = _Progress(progress, needed + 1 + windows * (steps + 2))
 
         aligner = FaceAligner(self.resolution, device=self.device)
-        aligned = detect_and_align(frames[:n_src], self.face_detector, aligner, self.selector,
-                                   progress=lambda i, n: tracker.set(i))
-        audio = audio_embeddings(self.audio_encoder, waveform, sample_rate, fps, num_out)
-        tracker.advance(1)
+        cache = _FrameCache(source, frame_cache_size(max_gap))
+        tracker = FaceTracker(cache, self.face_detector, aligner, self.selector, max_gap,
+                              on_detect=lambda: tracker_progress.advance(1))
+
+        wave16k = to_mono_16k(waveform, sample_rate)
+        if plan.mode == "silence":  # frames past the audio hear silence
+            total = round(plan.duration * 16000)
+            wave16k = torch.nn.functional.pad(wave16k, (0, max(0, total - wave16k.shape[0])))
+        audio = AudioFeatureStream(self.audio_encoder, wave16k)
+        tracker_progress.advance(1)
 
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         lat = self.resolution // VAE_DOWNSCALE
@@ -219,34 +511,50 @@ class LipSyncPipeline:
         if hasattr(self.vae_codec, "generator"):
             self.vae_codec.generator = generator
 
-        out = []
-        for start in range(0, num_out, WINDOW):
-            idx = order[start:start + WINDOW]
-            window_frames = frames[idx]
-            window_faces = aligned.select(idx)
-            out.append(self._window(window_frames, window_faces, audio[start:start + WINDOW], shared_noise,
-                                    aligner, steps, guidance, deepcache_interval if deepcache else 1, tracker))
-        result_frames = torch.cat(out)
-        keep = round(Fraction(num_out) / fps * sample_rate)
-        return LipSyncResult(result_frames, fps, waveform[:, :keep], sample_rate, aligned.has_face[order])
+        for start in range(0, m, WINDOW):
+            stop = min(start + WINDOW, m)
+            src = plan.source[start:stop]
+            tracker.ensure(int(src.max()))
+            status = tracker.status[src]
+            if strict_faces and np.any(status == NONE):
+                j = start + int(np.nonzero(status == NONE)[0][0])
+                t = float(Fraction(int(plan.starts[j]), plan.base))
+                raise NoFaceError(f"strict faces: no face in output frame {j} (source frame {int(plan.source[j])}, "
+                                  f"at {t:.2f} s). Turn strict faces off to pass such frames through unchanged.")
+            frames = cache.get(src.tolist())
+            ticks = plan.starts[start:stop]
+            window = self._window(frames, status, tracker.matrices[torch.from_numpy(src)],
+                                  audio.windows_at(ticks, plan.base), shared_noise, aligner, steps, guidance,
+                                  deepcache_interval if deepcache else 1, tracker_progress)
+            sink.write(window, ticks)
 
-    def _window(self, frames, aligned: AlignedFaces, audio, shared_noise, aligner, steps, guidance,
+        report = LipSyncReport(plan, tracker.status.copy())
+        cov = report.coverage()
+        if report.no_face_at_all:
+            report.warnings.append(f"no face found in any of the {len(source)} frames: the output is the input "
+                                   "video unchanged (with the audio)")
+        elif cov["passed_through"]:
+            report.warnings.append(f"no face found in {cov['passed_through']} of {m} frames; they are passed "
+                                   "through unchanged")
+        return report
+
+    def _window(self, frames, status, matrices, audio, shared_noise, aligner, steps, guidance,
                 deepcache_interval, tracker: _Progress) -> torch.Tensor:
-        idx = aligned.has_face.nonzero().flatten()
+        idx = torch.from_numpy(np.nonzero(status != NONE)[0])
         if len(idx) == 0:
             tracker.advance(steps + 2)
-            return frames.clone()
-        faces = aligned.faces[idx]
+            return frames
+        faces = align_faces(frames[idx], matrices[idx], aligner)
         conditioning = encode_faces(self.vae_codec, faces, self.mask)
         tracker.advance(1)
         noise = shared_noise.expand(-1, -1, len(idx), -1, -1)
         latents = sample_latents(self.unet, conditioning, audio[idx], noise, steps, guidance, deepcache_interval,
                                  on_step=lambda i, n: tracker.advance(1))
         decoded = decode_faces(self.vae_codec, latents, conditioning)
+        out = frames.clone()
+        out[idx] = torch.as_tensor(aligner.restore(frames[idx], decoded, matrices[idx]), dtype=torch.uint8).cpu()
         tracker.advance(1)
-        generated = torch.zeros(len(aligned), *decoded.shape[1:])
-        generated[idx] = decoded
-        return paste_faces(frames, generated, aligned, aligner)
+        return out
 
 
 class _Progress:
@@ -254,7 +562,7 @@ class _Progress:
         self.fn, self.total, self.done = fn, total, 0
 
     def set(self, done: int) -> None:
-        self.done = done
+        self.done = min(done, self.total)
         if self.fn is not None:
             self.fn(self.done, self.total)
 

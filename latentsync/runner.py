@@ -1,13 +1,21 @@
-"""Files in, file out: load the model set, read the media, run `LipSyncPipeline`, write H.264 + AAC."""
+"""Files in, file out: load the model set, stream the video through `LipSyncPipeline`, write H.264 + AAC progressively.
+
+Nothing is held whole: frames are decoded, processed and encoded window by window (see `latentsync.pipeline`), the
+output is written to a hidden `.part` file beside `out` and renamed into place only when complete. Inputs are only
+ever opened for reading.
+"""
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from .config import VERSIONS
-from .pipeline import LipSyncPipeline, LipSyncResult
+from .face.gaps import DEFAULT_MAX_GAP
+from .pipeline import WINDOW, LipSyncPipeline, LipSyncReport
 
 Log = Callable[[str], None]
 
@@ -20,30 +28,47 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
     return torch.float32
 
 
+def _load(what: str, path, load: Callable[[], object]):
+    """Run a model loader; a damaged file becomes one message naming it (a missing one is reported by the hub)."""
+    from .hub import ModelNotFoundError, model_load_error
+
+    try:
+        return load()
+    except (ModelNotFoundError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure to read the file is re-raised as one clear message
+        raise model_load_error(what, path, exc) from exc
+
+
 def build_pipeline(models: Path, version: str = "1.5", face_backend: str = "auto", device: str = "cpu",
-                   dtype: torch.dtype | None = None, download: bool = True, log: Log = print) -> tuple[LipSyncPipeline, bool]:
-    """Locate (or download) every file of a model set and build the pipeline. Returns (pipeline, is_tiny)."""
+                   dtype: torch.dtype | None = None, download: bool = True, log: Log = print,
+                   selector=None) -> tuple[LipSyncPipeline, bool]:
+    """Locate (or download) every file of a model set and build the pipeline. Returns (pipeline, is_tiny).
+    A dtype the device runs badly (bf16 on a CPU without native bf16, fp16 on a CPU) is replaced by fp32."""
     from .audio.whisper_encoder import WhisperAudioEncoder
     from .face.backend_choice import choose_face_backend
     from .face.detector import create_face_detector
     from .face.mask import load_mask
     from .hub import locate_model_set
     from .models.checkpoint import load_unet
+    from .precision import safe_dtype
     from .vae import VAECodec, load_vae
 
     resolution = VERSIONS[version]["resolution"]
-    dtype = dtype or default_dtype(device)
+    dtype = safe_dtype(dtype or default_dtype(device), device, log)
     model_set = locate_model_set(models, version=version, download=download,
                                  include_insightface=face_backend == "insightface")
     if model_set.is_tiny:
         log("NOTE: using the TINY RANDOM model set (official weights not available): the pipeline runs end to end, "
             "but the generated mouth is noise. Put the official files in the models folder for real results.")
     log(f"loading U-Net {model_set.unet} ({dtype}, {device})")
-    unet = load_unet(model_set.unet, config=model_set.unet_config_dict(), device=device, dtype=dtype).eval()
+    unet = _load("LatentSync U-Net", model_set.unet, lambda: load_unet(
+        model_set.unet, config=model_set.unet_config_dict(), device=device, dtype=dtype).eval())
     log(f"loading Whisper {model_set.whisper}")
-    encoder = WhisperAudioEncoder.from_file(model_set.whisper, device=device)
+    encoder = _load("Whisper model", model_set.whisper,
+                    lambda: WhisperAudioEncoder.from_file(model_set.whisper, device=device))
     log(f"loading VAE {model_set.vae}")
-    vae = load_vae(model_set.vae, device=device, dtype=dtype)
+    vae = _load("VAE", model_set.vae, lambda: load_vae(model_set.vae, device=device, dtype=dtype))
     if face_backend == "insightface":
         face_dir = model_set.insightface_dir
     else:  # auto: InsightFace when buffalo_l is there or can be downloaded (never into a tiny set), else offline
@@ -52,45 +77,102 @@ def build_pipeline(models: Path, version: str = "1.5", face_backend: str = "auto
                                      "a tiny random model set is never completed with downloads")
         log(f"face detector: {choice.describe()}")
         face_backend, face_dir = choice.backend, choice.models_dir
-    detector = create_face_detector(face_backend, models_dir=face_dir, device=device)
-    mask = load_mask(model_set.mask, resolution)
-    pipe = LipSyncPipeline(unet, VAECodec(vae), encoder, detector, mask, resolution, device=device)
+    detector = _load("face detector", face_dir or face_backend,
+                     lambda: create_face_detector(face_backend, models_dir=face_dir, device=device))
+    mask = _load("mouth mask", model_set.mask, lambda: load_mask(model_set.mask, resolution))
+    pipe = LipSyncPipeline(unet, VAECodec(vae), encoder, detector, mask, resolution, device=device, selector=selector)
     return pipe, model_set.is_tiny
 
 
-def run_lipsync(video: Path, audio: Path, out: Path, version: str = "1.5", models: Path = Path("models"),
+def _input_file(path: Path, what: str) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file not found: {path}" if not path.exists() else
+                                f"{what} path is not a file: {path}")
+    return path
+
+
+def write_report(path: Path, report: dict) -> None:
+    """JSON written beside its final name and renamed into place (never a half-written report)."""
+    path = Path(path).expanduser()
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_lipsync(video: Path, audio: Path | None, out: Path, version: str = "1.5", models: Path = Path("models"),
                 face_backend: str = "auto", steps: int = 20, guidance: float = 1.5, seed: int = 1247,
-                deepcache: bool = True, device: str = "cpu", download: bool = True, log: Log = print) -> LipSyncResult:
-    from .video_io import read_audio, read_video, write_video
+                deepcache: bool = True, device: str = "cpu", download: bool = True, log: Log = print,
+                length_mode: str = "pingpong", max_gap: int = DEFAULT_MAX_GAP, strict_faces: bool = False,
+                report: Path | None = None, dtype: torch.dtype | None = None, overwrite: bool = False,
+                face_selection: str = "largest", face_index: int = 0) -> LipSyncReport:
+    """Lip-sync `video` to `audio` (None: the video's own audio track) into `out` (H.264 + AAC, written
+    progressively). Returns the run's report (also written to `report` as JSON when given)."""
+    from .face.selection import FaceSelector
+    from .precision import cpu_time_warning
+    from .timeline import check_length_mode
+    from .video_io import MediaError, VideoFileSource, VideoWriter, has_audio, read_audio
 
-    video, audio, out = Path(video), Path(audio), Path(out)
-    for p, what in ((video, "video"), (audio, "audio")):
-        if not p.is_file():
-            raise FileNotFoundError(f"{what} file not found: {p}")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"output folder does not exist: {out.parent}")
-    if out.exists() and out.resolve() in (video.resolve(), audio.resolve()):
-        raise ValueError(f"refusing to overwrite an input file: {out}")
+    check_length_mode(length_mode)
+    if max_gap < 0:
+        raise ValueError(f"max gap must be >= 0 frames, got {max_gap}")
+    selector = FaceSelector(mode=face_selection, index=int(face_index))
+    video = _input_file(video, "video")
+    audio = _input_file(audio, "audio") if audio is not None else None
+    out = Path(out).expanduser()
+    if report is not None and not Path(report).expanduser().parent.is_dir():
+        raise FileNotFoundError(f"report folder does not exist: {Path(report).expanduser().parent}")
 
-    pipe, _ = build_pipeline(models, version, face_backend, device, download=download, log=log)
-    clip = read_video(video)
-    waveform, sample_rate = read_audio(audio)
-    log(f"video: {clip.frames.shape[0]} frames {clip.frames.shape[2]}x{clip.frames.shape[1]} at {float(clip.fps):.3f} fps; "
-        f"audio: {waveform.shape[-1] / sample_rate:.2f} s at {sample_rate} Hz")
+    source = VideoFileSource(video)  # decodes the stream once: a damaged file fails here, before any model loads
+    try:
+        if audio is None:
+            if not has_audio(video):
+                raise MediaError(f"{video} has no audio track: give the speech with --audio FILE")
+            waveform, sample_rate = read_audio(video)
+        else:
+            waveform, sample_rate = read_audio(audio)
+        if waveform.shape[-1] == 0:
+            raise MediaError(f"the audio of {audio or video} is empty (0 samples): choose a file with sound")
+        h, w = source.frame_size
+        timing = source.timing
+        log(f"video: {len(source)} frames {w}x{h} at {float(timing.fps):.3f} fps"
+            f"{'' if timing.constant else ' (variable frame rate: each frame keeps its time)'}; "
+            f"audio: {waveform.shape[-1] / sample_rate:.2f} s, {waveform.shape[0]} channel(s) at {sample_rate} Hz")
+        plan = LipSyncPipeline.plan(timing, waveform, sample_rate, length_mode)
+        resolution = VERSIONS[version]["resolution"]
+        inputs = [video] + ([audio] if audio is not None else [])
+        with VideoWriter(out, plan.fps, source.frame_size, audio=waveform, sample_rate=sample_rate,
+                         audio_samples=plan.audio_samples(sample_rate), base=None if plan.constant else plan.base,
+                         overwrite=overwrite, inputs=inputs, log=log) as writer:
+            pipe, _ = build_pipeline(models, version, face_backend, device, dtype=dtype, download=download, log=log,
+                                     selector=selector)
+            if torch.device(device).type == "cpu":
+                unet_dtype = next(pipe.unet.parameters()).dtype
+                log(cpu_time_warning(resolution, unet_dtype, steps, 3 if deepcache else 1, guidance,
+                                     -(-len(plan) // WINDOW)))
+            log(f"output: {len(plan)} frames ({float(plan.duration):.2f} s, length mode {length_mode})")
+            state = {"last": -1}
 
-    state = {"last": -1}
+            def progress(done: int, total: int) -> None:
+                pct = int(100 * done / max(total, 1))
+                if pct // 10 != state["last"] // 10:
+                    state["last"] = pct
+                    log(f"progress {pct:3d}% ({done}/{total})")
 
-    def progress(done: int, total: int) -> None:
-        pct = int(100 * done / max(total, 1))
-        if pct // 10 != state["last"] // 10:
-            state["last"] = pct
-            log(f"progress {pct:3d}% ({done}/{total})")
-
-    result = pipe(clip.frames, clip.fps, waveform, sample_rate, steps=steps, guidance=guidance, deepcache=deepcache,
-                  seed=seed, progress=progress)
-    missing = int((~result.has_face).sum())
-    if missing:
-        log(f"WARNING: no face found in {missing} of {len(result.has_face)} frames; they were passed through unchanged")
-    write_video(out, result.frames, result.fps, audio=result.waveform, sample_rate=result.sample_rate)
-    log(f"wrote {out} ({result.frames.shape[0]} frames at {float(result.fps):.3f} fps)")
+            result = pipe.run(source, plan, waveform, sample_rate, writer, steps=steps, guidance=guidance,
+                              deepcache=deepcache, seed=seed, progress=progress, max_gap=max_gap,
+                              strict_faces=strict_faces)
+            writer.close()
+    finally:
+        source.close()
+    for warning in result.warnings:
+        log(f"WARNING: {warning}")
+    summary = result.to_dict()
+    summary.update(video=str(video), audio=str(audio or video), output=str(out))
+    if report is not None:
+        write_report(Path(report), summary)
+        log(f"wrote the report {report}")
+    cov = summary["coverage"]
+    log(f"wrote {out} ({len(plan)} frames at {float(plan.fps):.3f} fps; face regenerated in {cov['processed']} "
+        f"of {cov['output_frames']} frames, {cov['bridged']} of them bridged)")
     return result

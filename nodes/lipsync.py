@@ -1,46 +1,89 @@
 """One-node paths: VIDEO + AUDIO -> VIDEO, and IMAGE + AUDIO + frame rate -> IMAGE + AUDIO.
 
-Both run the library's `LipSyncPipeline` (the same stage functions as the modular nodes) in memory: the output is
-as long as the audio (frames ping-pong looped when the audio is longer, as the official pipeline), same size and
-frame rate as the input; frames without a face are passed through unchanged.
+Both stream the library's `LipSyncPipeline.run` (the same stage functions as the modular nodes) window by window.
+The VIDEO node reads its input lazily from the file behind ComfyUI's VIDEO (Load Video gives one; other VIDEO values
+fall back to their frames in memory) and writes the result progressively, in one H.264 + AAC encode, to ComfyUI's
+temp folder (a `.part` file renamed when complete; Cancel or an error leaves nothing), returning a VIDEO backed by
+that file: Save Video then copies its streams without encoding again. The IMAGE node converts one window at a time
+and fills a single output tensor. Length modes, face-gap bridging and strict faces are the library's.
 """
 from __future__ import annotations
 
-from comfy_api.latest import InputImpl, Types, io
+import os
+import uuid
 
+import folder_paths
+import torch
+from comfy_api.latest import Input, InputImpl, io
+
+from ..latentsync.face.gaps import DEFAULT_MAX_GAP
 from ..latentsync.face.selection import FaceSelector
-from ..latentsync.pipeline import WINDOW, LipSyncPipeline
+from ..latentsync.pipeline import WINDOW, LipSyncPipeline, TensorFrameSource, TensorSink, output_waveform
+from ..latentsync.precision import cpu_time_warning
+from ..latentsync.timeline import LENGTH_MODES
+from ..latentsync.video_io import MediaError, VideoFileSource, VideoWriter, has_audio, read_audio
 
 from . import runtime
 from .score import add_output_score, score_switch
-from .types import (FaceAnalyzer, LatentSyncModel, WhisperModel, audio_to_waveform, image_to_uint8, to_fraction,
-                    uint8_to_image, waveform_to_audio)
+from .types import FaceAnalyzer, LatentSyncModel, WhisperModel, audio_to_waveform, to_fraction, waveform_to_audio
+
+TEMP_SUBFOLDER = "latentsync"
 
 
-def run_lipsync(model, vae, whisper, face_analyzer, frames_image, fps, audio: dict, seed: int, steps: int,
-                guidance: float, deepcache: bool, deepcache_interval: int = 3, face_selection: str = "largest",
-                face_index: int = 0):
-    """-> (IMAGE frames, AUDIO, fps Fraction, ui payload)."""
-    frames = image_to_uint8(frames_image)
-    fps = to_fraction(fps)
-    waveform, sample_rate = audio_to_waveform(audio)
-    progress = runtime.Progress(1)
-    encoder = runtime.whisper_on_device(whisper)
-    pipe = LipSyncPipeline(
+def make_pipeline(model, vae, whisper, face_analyzer, face_selection: str = "largest",
+                  face_index: int = 0) -> LipSyncPipeline:
+    return LipSyncPipeline(
         unet=runtime.ManagedUNet(model.patcher, runtime.unet_memory_estimate(model.resolution, WINDOW, model.dtype)),
         vae_codec=runtime.ComfyVAECodec(vae),
-        audio_encoder=encoder,
+        audio_encoder=runtime.whisper_on_device(whisper),
         face_detector=face_analyzer.detector,
         mask=model.mask,
         resolution=model.resolution,
         device=runtime.torch_device(),
         selector=FaceSelector(mode=face_selection, index=int(face_index)),
     )
-    result = pipe(frames, fps, waveform, sample_rate, steps=int(steps), guidance=float(guidance),
-                  deepcache=bool(deepcache), deepcache_interval=int(deepcache_interval), seed=int(seed),
-                  progress=progress)
-    ui, _warning = runtime.face_report(result.has_face)
-    return uint8_to_image(result.frames), waveform_to_audio(result.waveform, result.sample_rate), result.fps, ui
+
+
+def open_video(video) -> tuple[object, dict | None, str | None]:
+    """(frame source, the video's own AUDIO or None, the file behind it or None). A VIDEO that has its own stream
+    source (Load Video's file) is read lazily from it; any other VIDEO through its components (already in memory)."""
+    own_source = type(video).get_stream_source is not Input.Video.get_stream_source
+    if own_source:
+        stream = video.get_stream_source()
+        name = stream if isinstance(stream, str) else "the input video"
+        source = VideoFileSource(stream, name=name)
+        audio = None
+        if has_audio(stream):
+            waveform, rate = read_audio(stream, name=name)
+            audio = waveform_to_audio(waveform, rate)
+        return source, audio, stream if isinstance(stream, str) else None
+    components = video.get_components()
+    return TensorFrameSource(components.images, fps=to_fraction(components.frame_rate)), components.audio, None
+
+
+def prepare(pipe: LipSyncPipeline, model, source, audio: dict, length_mode: str, steps: int, guidance: float,
+            deepcache: bool, deepcache_interval: int):
+    """The output plan for this audio and length mode, and the notes shown on the node (on a CPU: how long a
+    window and the whole run will take, said before it starts). Returns (plan, waveform, sample_rate, notes)."""
+    waveform, sample_rate = audio_to_waveform(audio)
+    plan = pipe.plan(source.timing, waveform, sample_rate, length_mode)
+    notes = []
+    if runtime.torch_device().type == "cpu":
+        notes.append(cpu_time_warning(model.resolution, model.dtype, int(steps),
+                                      int(deepcache_interval) if deepcache else 1, float(guidance),
+                                      -(-len(plan) // WINDOW)))
+        runtime.LOG.warning("LatentSync: %s", notes[-1])
+    return plan, waveform, sample_rate, notes
+
+
+def stream(pipe: LipSyncPipeline, source, plan, waveform, sample_rate: int, sink, notes: list[str], seed: int,
+           steps: int, guidance: float, deepcache: bool, deepcache_interval: int, max_face_gap: int,
+           strict_faces: bool) -> dict:
+    """Run the pipeline window by window into `sink` (progress bar + Cancel per step); returns the node's ui."""
+    report = pipe.run(source, plan, waveform, sample_rate, sink, steps=int(steps), guidance=float(guidance),
+                      deepcache=bool(deepcache), deepcache_interval=int(deepcache_interval), seed=int(seed),
+                      progress=runtime.Progress(1), max_gap=int(max_face_gap), strict_faces=bool(strict_faces))
+    return runtime.coverage_report(report, notes)[0]
 
 
 def _sampling_inputs() -> list:
@@ -65,6 +108,24 @@ def _model_inputs() -> list:
     ]
 
 
+def _length_and_face_inputs() -> list:
+    """Optional (appended last), so workflows saved before they existed still load and validate."""
+    return [
+        io.Combo.Input("length_mode", options=list(LENGTH_MODES), default="pingpong", optional=True,
+                       tooltip="When audio and video differ in length. pingpong: play the video back and forth "
+                               "to the audio's length (official); loop: from the start again; cut_off: the shorter "
+                               "of the two; silence: the whole video, frames after the audio get silence; freeze: "
+                               "hold the last frame. The audio is always yours, at its own rate and channels."),
+        io.Int.Input("max_face_gap", default=DEFAULT_MAX_GAP, min=0, max=250, optional=True,
+                     tooltip="Frames without a detected face between two with one: gaps up to this long are "
+                             "bridged by interpolating the alignment (no flicker); longer ones pass through "
+                             "unchanged. 0 = off."),
+        io.Boolean.Input("strict_faces", default=False, optional=True,
+                         tooltip="Fail on the first frame without a face instead of passing it through "
+                                 "(a video with no face at all then fails instead of coming back unchanged)."),
+    ]
+
+
 class LatentSyncLipSyncVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -72,15 +133,17 @@ class LatentSyncLipSyncVideo(io.ComfyNode):
             node_id="LatentSyncLipSyncVideo",
             display_name="LatentSync Lip Sync (Video)",
             category="LatentSync",
-            description="Re-animates the mouth of the face in a video to match the audio. The result is as long as "
-                        "the audio (the video is looped back and forth if shorter) and keeps the video's size and "
-                        "frame rate.",
+            description="Re-animates the mouth of the face in a video to match the audio, streaming it window by "
+                        "window (memory does not grow with the video's length). By default the result is as long "
+                        "as the audio (the video is played back and forth if shorter) and keeps the video's size "
+                        "and frame rate.",
             inputs=[
                 io.Video.Input("video", tooltip="The video with a face (e.g. from Load Video)."),
                 io.Audio.Input("audio", optional=True,
                                tooltip="The speech to lip-sync to. Not connected: the video's own audio track."),
                 *_model_inputs(),
                 *_sampling_inputs(),
+                *_length_and_face_inputs(),
                 score_switch(),
             ],
             outputs=[io.Video.Output(display_name="video", tooltip="The lip-synced video with the audio.")],
@@ -88,18 +151,35 @@ class LatentSyncLipSyncVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, video, model, vae, whisper, face_analyzer, seed, steps, guidance, deepcache,
-                deepcache_interval, audio=None, score=False) -> io.NodeOutput:
-        components = video.get_components()
-        if audio is None:
-            audio = components.audio
+                deepcache_interval, audio=None, length_mode="pingpong", max_face_gap=DEFAULT_MAX_GAP,
+                strict_faces=False, score=False) -> io.NodeOutput:
+        source, own_audio, path = open_video(video)
+        try:
             if audio is None:
-                raise ValueError("the video has no audio track: connect an AUDIO input (e.g. Load Audio)")
-        images, out_audio, fps, ui = run_lipsync(model, vae, whisper, face_analyzer, components.images,
-                                                 components.frame_rate, audio, seed, steps, guidance, deepcache,
-                                                 deepcache_interval)
-        ui = add_output_score(ui, score, images, fps, out_audio, face_analyzer)
-        result = InputImpl.VideoFromComponents(Types.VideoComponents(images=images, audio=out_audio, frame_rate=fps))
-        return io.NodeOutput(result, ui=ui)
+                audio = own_audio
+                if audio is None:
+                    raise MediaError(f"{path or 'the video'} has no audio track: connect an AUDIO input "
+                                     "(e.g. Load Audio)")
+            pipe = make_pipeline(model, vae, whisper, face_analyzer)
+            plan, waveform, sample_rate, notes = prepare(pipe, model, source, audio, length_mode, steps, guidance,
+                                                         deepcache, deepcache_interval)
+            folder = os.path.join(folder_paths.get_temp_directory(), TEMP_SUBFOLDER)
+            os.makedirs(folder, exist_ok=True)
+            out = os.path.join(folder, f"LatentSync_{uuid.uuid4().hex[:16]}.mp4")
+            with VideoWriter(out, plan.fps, source.frame_size, audio=waveform, sample_rate=sample_rate,
+                             audio_samples=plan.audio_samples(sample_rate), base=None if plan.constant else plan.base,
+                             inputs=[path] if path else (),
+                             log=lambda message: runtime.LOG.warning("LatentSync: %s", message)) as writer:
+                ui = stream(pipe, source, plan, waveform, sample_rate, writer, notes, seed, steps, guidance,
+                            deepcache, deepcache_interval, max_face_gap, strict_faces)
+                writer.close()
+        finally:
+            if isinstance(source, VideoFileSource):
+                source.close()
+        if score:
+            out_audio = waveform_to_audio(output_waveform(waveform, sample_rate, plan), sample_rate)
+            ui = add_output_score(ui, score, out, plan.fps, out_audio, face_analyzer, num_frames=len(plan))
+        return io.NodeOutput(InputImpl.VideoFromFile(out), ui=ui)
 
 
 class LatentSyncLipSyncImages(io.ComfyNode):
@@ -109,8 +189,9 @@ class LatentSyncLipSyncImages(io.ComfyNode):
             node_id="LatentSyncLipSyncImages",
             display_name="LatentSync Lip Sync (Images)",
             category="LatentSync",
-            description="Lip-syncs an IMAGE batch (video frames) to the audio. Returns the frames (as long as the "
-                        "audio) and the audio cut to them, ready for Create Video.",
+            description="Lip-syncs an IMAGE batch (video frames) to the audio. Returns the frames (by default as "
+                        "long as the audio) and the audio cut (or, in silence mode, padded) to them, ready for "
+                        "Create Video.",
             inputs=[
                 io.Image.Input("images", tooltip="Video frames with a face, in playback order."),
                 io.Audio.Input("audio", tooltip="The speech to lip-sync to."),
@@ -118,21 +199,29 @@ class LatentSyncLipSyncImages(io.ComfyNode):
                                tooltip="Frame rate of the frames (e.g. the fps output of Get Video Components)."),
                 *_model_inputs(),
                 *_sampling_inputs(),
+                *_length_and_face_inputs(),
                 score_switch(),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="Lip-synced frames."),
-                io.Audio.Output(display_name="audio", tooltip="The audio, cut to the frames' duration."),
+                io.Audio.Output(display_name="audio", tooltip="The audio, cut (or padded) to the frames' duration."),
             ],
         )
 
     @classmethod
     def execute(cls, images, audio, frame_rate, model, vae, whisper, face_analyzer, seed, steps, guidance,
-                deepcache, deepcache_interval, score=False) -> io.NodeOutput:
-        out_images, out_audio, fps, ui = run_lipsync(model, vae, whisper, face_analyzer, images, frame_rate, audio,
-                                                     seed, steps, guidance, deepcache, deepcache_interval)
-        ui = add_output_score(ui, score, out_images, fps, out_audio, face_analyzer)
-        return io.NodeOutput(out_images, out_audio, ui=ui)
+                deepcache, deepcache_interval, length_mode="pingpong", max_face_gap=DEFAULT_MAX_GAP,
+                strict_faces=False, score=False) -> io.NodeOutput:
+        source = TensorFrameSource(images, fps=to_fraction(frame_rate))  # converted to uint8 window by window
+        pipe = make_pipeline(model, vae, whisper, face_analyzer)
+        plan, waveform, sample_rate, notes = prepare(pipe, model, source, audio, length_mode, steps, guidance,
+                                                     deepcache, deepcache_interval)
+        sink = TensorSink(len(plan), source.frame_size, torch.float32)  # the output IMAGE, filled window by window
+        ui = stream(pipe, source, plan, waveform, sample_rate, sink, notes, seed, steps, guidance, deepcache,
+                    deepcache_interval, max_face_gap, strict_faces)
+        out_audio = waveform_to_audio(output_waveform(waveform, sample_rate, plan), sample_rate)
+        ui = add_output_score(ui, score, sink.frames, plan.fps, out_audio, face_analyzer)
+        return io.NodeOutput(sink.frames, out_audio, ui=ui)
 
 
 NODES = [LatentSyncLipSyncVideo, LatentSyncLipSyncImages]

@@ -111,11 +111,11 @@ def pick_dtype(choice: str, device: torch.device) -> torch.dtype:
         return mm.unet_dtype(device=device, supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
     if choice not in DTYPES:
         raise ValueError(f"unknown dtype {choice!r}; choose auto, fp16, bf16 or fp32")
-    dtype = DTYPES[choice]
-    if dtype == torch.float16 and mm.is_device_cpu(device):
-        LOG.warning("LatentSync: fp16 is not usable on the CPU; using fp32 instead")
-        return torch.float32
-    return dtype
+    from ..latentsync.precision import safe_dtype  # noqa: PLC0415
+
+    device = torch.device(device)
+    return safe_dtype(DTYPES[choice], "cpu" if mm.is_device_cpu(device) else device,
+                      log=lambda message: LOG.warning("LatentSync: %s", message.removeprefix("WARNING: ")))
 
 
 class UNetHolder(torch.nn.Module):
@@ -269,7 +269,16 @@ class ModelCache:
         if item is not None:
             LOG.info("LatentSync: reusing loaded %s", key[0])
             return item
-        item = load()
+        try:
+            item = load()
+        except (FileNotFoundError, MemoryError, mm.InterruptProcessingException):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a file that exists but does not load: one clear message
+            from ..latentsync.hub import model_load_error  # noqa: PLC0415
+
+            stamp = key[1] if len(key) > 1 else None
+            path = stamp[0] if isinstance(stamp, tuple) and stamp and isinstance(stamp[0], str) else stamp
+            raise model_load_error(str(key[0]), path, exc) from exc
         with self._lock:
             self._items[key] = item
         return item
@@ -338,4 +347,18 @@ def face_report(has_face: torch.Tensor, what: str = "frames") -> tuple[dict, str
         LOG.warning("LatentSync: %s", warning)
     payload = {"latentsync_faces": [{"frames": total, "with_face": found, "without_face": len(missing),
                                      "missing_frames": missing[:200], "warning": warning or ""}]}
+    return payload, warning
+
+
+def coverage_report(report, notes: list[str] | None = None) -> tuple[dict, str | None]:
+    """The `ui` payload of a streamed run's `LipSyncReport`: what `face_report` gives (which logs the frames
+    without a face), plus the bridged frames, the processed ranges, the length mode and `notes`."""
+    coverage = report.coverage()
+    payload, warning = face_report(report.has_face)
+    if report.no_face_at_all:
+        warning = report.warnings[0]
+        LOG.warning("LatentSync: %s", warning)
+    payload["latentsync_faces"][0].update(
+        bridged=coverage["bridged"], detected=coverage["detected"], processed_ranges=coverage["processed_ranges"][:100],
+        length_mode=report.plan.mode, warning=warning or "", notes=list(notes or []))
     return payload, warning

@@ -106,10 +106,28 @@ def score_switch():
                                     "shown on the node; the official weights are downloaded on first use).")
 
 
-def add_output_score(ui: dict, enabled: bool, images: torch.Tensor, fps, audio: dict, face_analyzer) -> dict:
-    """The ``score`` switch of the one-node lip-sync paths: score their own output with the official SyncNet-v2
-    (downloaded on first use) and add the figures to the node's ``ui``. A failure to score is reported on the node
-    and in the log; it never fails the lip-sync itself."""
+def score_video_file(syncnet: LoadedSyncNet, face_analyzer, path: str, num_frames: int, fps, audio: dict,
+                     face_selection: str = "largest", face_index: int = 0) -> SyncScore:
+    """A video file's ``num_frames`` frames (decoded window by window, never held whole) at ``fps`` + AUDIO ->
+    `SyncScore`."""
+    from ..latentsync.video_io import iter_video_frames  # noqa: PLC0415
+
+    n = int(num_frames)
+    waveform, sample_rate = audio_to_waveform(audio)
+    net, device = syncnet.on_device()
+    scorer = SyncScorer(net, face_analyzer.detector, to_fraction(fps), waveform, sample_rate,
+                        selector=FaceSelector(mode=face_selection, index=int(face_index)), device=device,
+                        progress=runtime.Progress(n), total_frames=n)
+    scorer.add_chunks(iter_video_frames(path, window=CHUNK))
+    return scorer.result()
+
+
+def add_output_score(ui: dict, enabled: bool, frames: torch.Tensor | str, fps, audio: dict, face_analyzer,
+                     num_frames: int | None = None) -> dict:
+    """The ``score`` switch of the one-node lip-sync paths: score their own output (an IMAGE batch, or the path of
+    the video file of ``num_frames`` frames the VIDEO path wrote) with the official SyncNet-v2 (downloaded on first
+    use) and add the figures to the node's ``ui``. A failure to score is reported on the node and in the log; it
+    never fails the lip-sync itself."""
     if not enabled:
         return ui
     from ..latentsync.eval.syncnet_v2 import SyncNetLoadError  # noqa: PLC0415
@@ -117,7 +135,10 @@ def add_output_score(ui: dict, enabled: bool, images: torch.Tensor, fps, audio: 
 
     try:
         syncnet = load_syncnet(OFFICIAL_SYNCNET, download_missing=True)
-        score = score_images(syncnet, face_analyzer, images, fps, audio, face_analyzer.selection)
+        if isinstance(frames, str):
+            score = score_video_file(syncnet, face_analyzer, frames, num_frames, fps, audio, face_analyzer.selection)
+        else:
+            score = score_images(syncnet, face_analyzer, frames, fps, audio, face_analyzer.selection)
         report = sync_report(score, "output", tiny=syncnet.is_tiny)
         LOG.info("LatentSync: sync score of the output: confidence %.3f, distance %.3f, offset %+d frames",
                  score.confidence, score.distance, score.offset_frames)

@@ -41,5 +41,15 @@ def comfy_server():
     return comfy_session.acquire(shared_path("media", comfy_session.MEDIA[0]).parent)
 
 
+@pytest.fixture(scope="session")
+def tiny_model_set(tmp_path_factory) -> Path:
+    """The tiny random model set (256 px, v1.5), written once per session for the tests that need model files."""
+    from latentsync.tools.make_tiny import make_tiny_model_set
+
+    root = tmp_path_factory.mktemp("tiny_set") / "models"
+    make_tiny_model_set(root, resolution=256, seed=0)
+    return root
+
+
 def pytest_sessionfinish(session, exitstatus):
     comfy_session.release()

@@ -12,6 +12,7 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import pytest
 import torch
 
@@ -84,6 +85,14 @@ def random_frames(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     """IMAGE batch of 8-bit noise (no face anywhere), as float in [0, 1] like Load Video gives."""
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (n, h, w, 3), generator=g, dtype=torch.uint8).float() / 255.0
+
+
+def smooth_frames(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """IMAGE batch of smooth random colour fields (no face; survives H.264 4:2:0 within a few levels)."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, 4, 5, generator=g)
+    fine = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True)
+    return (fine.permute(0, 2, 3, 1) * 255).round() / 255
 
 
 def tone(seconds: float, rate: int, channels: int = 1) -> dict:
@@ -334,37 +343,141 @@ def test_face_analyzer_auto_falls_back_to_offline_and_says_why(insightface_folde
     with_download = N["LatentSyncFaceAnalyzerLoader"].execute("auto", True).ui["latentsync_face_backend"][0]
     assert with_download["backend"] == "offline" and "HF_HUB_OFFLINE" in with_download["reason"]
     assert N["LatentSyncFaceAnalyzerLoader"].GET_SCHEMA().inputs[0].default == "auto"
+def decoded(video) -> tuple[torch.Tensor, Fraction, dict]:
+    """Frames (IMAGE), frame rate and AUDIO of a VIDEO, decoded by ComfyUI itself."""
+    comp = video.get_components()
+    return comp.images, comp.frame_rate, comp.audio
+
+
+def temp_outputs() -> list[str]:
+    folder = Path(folder_paths.get_temp_directory()) / "latentsync"
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
 def test_video_node_passes_frames_without_face_through(loaded):
     model, vae, whisper, faces = loaded
     fps = Fraction(30000, 1001)
-    images = random_frames(4, 47, 63, seed=5)  # odd size, no face
+    images = smooth_frames(4, 47, 63, seed=5)  # odd size, no face
     audio = tone(0.3, 44100, channels=2)
     out = N["LatentSyncLipSyncVideo"].execute(video_of(images, fps), model, vae, whisper, faces, 1, 2, 1.5, True, 3,
                                               audio=audio)
     video = out.result[0]
-    comp = video.get_components()
-    assert comp.frame_rate == fps
+    assert isinstance(video, InputImpl.VideoFromFile)  # backed by the encoded file in ComfyUI's temp folder
+    path = Path(video.get_stream_source())
+    assert path.parent == Path(folder_paths.get_temp_directory()) / "latentsync" and path.is_file()
+    frames, rate, out_audio = decoded(video)
+    assert rate == fps
     n = round(Fraction(13230, 44100) * fps)  # 0.3 s at 29.97 fps = 9 frames (ping-pong over the 4)
-    assert comp.images.shape == (n, 47, 63, 3)
+    assert frames.shape == (n, 48, 64, 3)  # odd sizes padded by one pixel for H.264
     order = [0, 1, 2, 3, 3, 2, 1, 0, 0]
-    assert torch.equal(comp.images, images[order])  # no face: every frame exactly as it came in
-    assert comp.audio["sample_rate"] == 44100
-    assert comp.audio["waveform"].shape == (1, 2, min(13230, round(Fraction(n) / fps * 44100)))  # cut, not padded
+    # no face: every frame as it came in (up to the H.264 encode)
+    assert (frames[:, :47, :63] - images[order]).abs().mean() < 6 / 255
+    assert out_audio["sample_rate"] == 44100 and out_audio["waveform"].shape[1] == 2
+    assert abs(out_audio["waveform"].shape[-1] - 13230) < 1024  # the audio, cut to the frames (AAC frames)
     assert out.ui["latentsync_faces"][0]["without_face"] == n
+    assert not [p for p in temp_outputs() if ".part" in p]
 
 
 def test_video_node_uses_the_videos_own_audio_when_none_is_connected(loaded):
     model, vae, whisper, faces = loaded
     images = random_frames(3, 32, 32, seed=6)
     video = video_of(images, Fraction(25), audio=tone(0.2, 16000))
-    comp = N["LatentSyncLipSyncVideo"].execute(video, model, vae, whisper, faces, 1, 2, 1.5, False, 3).result[0]
-    comp = comp.get_components()
-    assert comp.images.shape[0] == 5 and comp.audio["waveform"].shape[-1] == 3200
+    frames, _rate, audio = decoded(
+        N["LatentSyncLipSyncVideo"].execute(video, model, vae, whisper, faces, 1, 2, 1.5, False, 3).result[0])
+    assert frames.shape[0] == 5 and abs(audio["waveform"].shape[-1] - 3200) < 1024
     with pytest.raises(ValueError, match="no audio track"):
         N["LatentSyncLipSyncVideo"].execute(video_of(images, Fraction(25)), model, vae, whisper, faces, 1, 2, 1.5,
                                             False, 3)
+
+
+class FileOnlyVideo(InputImpl.VideoFromFile):
+    """Load Video's VIDEO, made to fail if anything decodes all of it into memory."""
+
+    def get_components(self):
+        raise AssertionError("the whole video was decoded into memory")
+
+
+@pytest.fixture(scope="module")
+def face_clip(tmp_path_factory):
+    """12 frames of the real clip with a 0.8 s stereo 44.1 kHz track."""
+    from conftest import shared_path
+    from latentsync.video_io import read_video, write_video
+
+    path = tmp_path_factory.mktemp("clips") / "face_clip.mp4"
+    frames = read_video(shared_path("media", "clip_speaking_woman_frontal_350px_15fps.mp4")).frames[:12]
+    write_video(path, frames, 15, audio=tone(0.8, 44100, channels=2)["waveform"][0], sample_rate=44100)
+    return path
+
+
+def test_video_node_streams_from_the_file_and_save_video_copies_the_streams(loaded, face_clip, tmp_path):
+    model, vae, whisper, faces = loaded
+    before = face_clip.read_bytes()
+    out = N["LatentSyncLipSyncVideo"].execute(FileOnlyVideo(str(face_clip)), model, vae, whisper, faces, 1, 1, 1.0,
+                                              False, 3, length_mode="loop")
+    video = out.result[0]
+    report = out.ui["latentsync_faces"][0]
+    assert report["frames"] == 12 and report["with_face"] == 12 and report["length_mode"] == "loop"
+    assert "one 16-frame window takes about" in report["notes"][0]  # said on a CPU before the run starts
+    saved = tmp_path / "saved.mp4"
+    video.save_to(str(saved))  # what Save Video does: the streams are copied, not encoded again
+    with av.open(str(video.get_stream_source())) as a, av.open(str(saved)) as b:
+        assert [p.size for p in a.demux(video=0)] == [p.size for p in b.demux(video=0)]
+    assert face_clip.read_bytes() == before  # the input is never modified
+
+
+def test_cancel_in_the_video_node_leaves_no_file(loaded, face_clip, monkeypatch):
+    import comfy.model_management as mm
+
+    model, vae, whisper, faces = loaded
+    calls = {"n": 0}
+
+    def cancel_later():
+        calls["n"] += 1
+        if calls["n"] > 14:  # after detection (12 frames), inside the first window
+            raise mm.InterruptProcessingException()
+
+    existing = temp_outputs()
+    monkeypatch.setattr(RT, "check_cancel", cancel_later)
+    with pytest.raises(mm.InterruptProcessingException):
+        N["LatentSyncLipSyncVideo"].execute(FileOnlyVideo(str(face_clip)), model, vae, whisper, faces, 1, 3, 1.0,
+                                            False, 3)
+    assert temp_outputs() == existing  # neither a part file nor a partial video
+
+
+def test_images_node_length_modes_and_strict_faces(loaded):
+    model, vae, whisper, faces = loaded
+    images = random_frames(4, 24, 24, seed=8)
+    out_images, out_audio = N["LatentSyncLipSyncImages"].execute(
+        images, tone(0.2, 16000), 10.0, model, vae, whisper, faces, 1, 1, 1.0, False, 3,
+        length_mode="silence").result
+    assert out_images.shape[0] == 4 and out_audio["waveform"].shape[-1] == 6400  # the whole video; audio padded
+    assert torch.equal(out_audio["waveform"][..., 3200:], torch.zeros(1, 1, 3200))
+    with pytest.raises(ValueError, match="strict faces: no face in output frame 0"):
+        N["LatentSyncLipSyncImages"].execute(images, tone(0.2, 16000), 10.0, model, vae, whisper, faces, 1, 1, 1.0,
+                                             False, 3, strict_faces=True)
+
+
+def test_bf16_on_a_cpu_without_native_bf16_becomes_fp32(caplog, monkeypatch):
+    precision = sys.modules[f"{PACK.__name__}.latentsync.precision"]  # the pack's own copy of the library
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2"})
+    monkeypatch.setattr(precision.platform, "machine", lambda: "x86_64")
+    with caplog.at_level("WARNING", logger="LatentSync"):
+        assert RT.pick_dtype("bf16", torch.device("cpu")) == torch.float32
+    assert "using float32 instead" in caplog.text
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    assert RT.pick_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+
+
+def test_a_damaged_model_file_is_one_clear_error(tmp_path):
+    folder = tmp_path / "latentsync" / "broken"
+    folder.mkdir(parents=True)
+    (folder / "latentsync_unet.pt").write_bytes(b"PK\x03\x04 not really a checkpoint")
+    folder_paths.add_model_folder_path("latentsync", str(tmp_path / "latentsync"))
+    with pytest.raises(RuntimeError) as err:
+        N["LatentSyncModelLoader"].execute("broken/latentsync_unet.pt", "1.5", "auto", False)
+    text = str(err.value)
+    assert "cannot load the LatentSync U-Net from" in text and "latentsync_unet.pt" in text
+    assert "download it again" in text
 
 
 def test_images_node_outputs_image_and_audio(loaded):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
+import numpy as np
 import torch
 
 TOKENS_PER_SECOND = 50
@@ -62,10 +63,23 @@ def window_indices(
 ) -> torch.Tensor:
     """(F, 2*(left+right+1)) int64 token indices of each frame's window, clamped to [0, num_tokens-1]."""
     _check_counts(num_tokens, num_frames, start_frame)
+    rate = as_fraction(fps)
+    ticks = torch.arange(start_frame, start_frame + num_frames, dtype=torch.int64) * rate.denominator
+    return window_indices_at(num_tokens, ticks, rate.numerator, audio_feat_length)
+
+
+def window_indices_at(num_tokens: int, ticks, base: int,
+                      audio_feat_length: tuple[int, int] = AUDIO_FEAT_LENGTH) -> torch.Tensor:
+    """(F, 2*(left+right+1)) token indices of frames starting at `ticks / base` seconds, clamped to the tokens.
+
+    For a constant rate p/q (ticks i*q, base p) this is `windows.window_indices` exactly."""
+    if num_tokens < 1:
+        raise ValueError(f"need at least one audio token, got {num_tokens}")
+    ticks = torch.as_tensor(np.asarray(ticks, dtype=np.int64)) if not torch.is_tensor(ticks) else ticks.long()
+    centers = torch.div(ticks * TOKENS_PER_SECOND, int(base), rounding_mode="floor")
     left, right = audio_feat_length
     offsets = torch.arange(-2 * left, 2 * (right + 1), dtype=torch.int64)
-    idx = frame_centers(fps, num_frames, start_frame)[:, None] + offsets[None, :]
-    return idx.clamp_(0, num_tokens - 1)
+    return (centers[:, None] + offsets[None, :]).clamp_(0, num_tokens - 1)
 
 
 def frame_audio_windows(

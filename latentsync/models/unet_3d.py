@@ -86,6 +86,21 @@ def resolve_unet_config(config: dict[str, Any] | None = None, **overrides: Any) 
     return merged
 
 
+class _SkipsUsedOnce:
+    """The skip tensors of one up block, each handed out once and then dropped (as the official code pops them), so
+    the large high-resolution skips do not stay alive while the block's later layers run."""
+
+    def __init__(self, items: list[torch.Tensor | None]):
+        self._items = items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i: int) -> torch.Tensor | None:
+        item, self._items[i] = self._items[i], None
+        return item
+
+
 class UNet3DConditionModel(_Checkpointable):
     """3-D conditional U-Net predicting noise.
 
@@ -242,7 +257,8 @@ class UNet3DConditionModel(_Checkpointable):
             block = self.up_blocks[bi]
             first = self._up_skip_start[bi]
             n = len(block.resnets)
-            res = tuple(skips[j] if j < len(skips) else None for j in range(first, first + n))
+            res = _SkipsUsedOnce([skips[j] if j < len(skips) else None for j in range(first, first + n)])
+            del skips[first:]  # the list no longer holds them: each is freed once its layer has used it
             size = tuple(skips[first - 1].shape[2:]) if (forward_upsample_size and block.upsamplers) else None
             hook = None
             if capture is not None and capture[0] == bi:

@@ -331,6 +331,8 @@ def prompt_events(server, prompt: dict, timeout: float = 600):
         raise TimeoutError(f"prompt {prompt_id} did not end within {timeout} s")
     finally:
         ws.close()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the README's HTTP example, run as written against the session's server (which is started like `make serve`)
 
@@ -398,3 +400,24 @@ def readme_http_run(server: ComfyServer) -> ReadmeHttpRun:
     entry = (server.get(f"/history/{prompt_id}") or {}).get(prompt_id, {}) if prompt_id else {}
     _README_RUN = ReadmeHttpRun(curl, python, own_files, prompt_id, entry, seconds)
     return _README_RUN
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the server's memory (Linux /proc): resident now, and the peak since the last reset
+
+def process_memory(pid: int, field: str = "VmRSS") -> int:
+    """VmRSS (resident now) or VmHWM (peak resident) of a process, in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(f"{field} not in /proc/{pid}/status")
+
+
+def reset_peak_memory(pid: int) -> None:
+    """Start a new peak: VmHWM becomes the current RSS (Linux >= 4.0: write 5 to /proc/PID/clear_refs)."""
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
+FACELESS_LIPSYNC_NODE = "9"  # the Lip Sync (Images) node of faceless_prompt

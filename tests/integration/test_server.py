@@ -23,9 +23,11 @@ NODES = {
                                      [("LATENTSYNC_FACE_ANALYZER", "face_analyzer")]),
     "LatentSyncVAELoader": (["vae_folder"], [], [("VAE", "vae")]),
     "LatentSyncLipSyncVideo": (["video", "model", "vae", "whisper", "face_analyzer", "seed", "steps", "guidance",
-                                "deepcache", "deepcache_interval"], ["audio"], [("VIDEO", "video")]),
+                                "deepcache", "deepcache_interval"],
+                               ["audio", "length_mode", "max_face_gap", "strict_faces", "score"], [("VIDEO", "video")]),
     "LatentSyncLipSyncImages": (["images", "audio", "frame_rate", "model", "vae", "whisper", "face_analyzer", "seed",
-                                 "steps", "guidance", "deepcache", "deepcache_interval"], [],
+                                 "steps", "guidance", "deepcache", "deepcache_interval"],
+                                ["length_mode", "max_face_gap", "strict_faces", "score"],
                                 [("IMAGE", "images"), ("AUDIO", "audio")]),
     "LatentSyncDetectFaces": (["face_analyzer", "model", "images", "face_selection", "face_index"], [],
                               [("LATENTSYNC_FACES", "faces"), ("IMAGE", "aligned"), ("MASK", "face_mask")]),
@@ -39,6 +41,10 @@ NODES = {
                            "deepcache_interval"], [], [("LATENT", "latent")]),
     "LatentSyncDecode": (["vae", "latent", "face_latents"], [], [("IMAGE", "faces")]),
     "LatentSyncPasteFaces": (["images", "faces", "generated"], [], [("IMAGE", "images")]),
+    "LatentSyncSyncNetLoader": (["syncnet", "download_missing"], [], [("LATENTSYNC_SYNCNET", "syncnet")]),
+    "LatentSyncSyncScore": (["syncnet", "face_analyzer", "frame_rate", "face_selection", "face_index"],
+                            ["video", "images", "audio"],
+                            [("FLOAT", "confidence"), ("FLOAT", "distance"), ("INT", "offset"), ("IMAGE", "plot")]),
 }
 
 
