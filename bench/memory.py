@@ -186,14 +186,23 @@ def measure_cli(repo: Path, models: Path, video: Path, audio: Path, out: Path, c
             "error": "" if status == "ok" else result["stderr"][-1500:]}
 
 
-def video_prompt(video: str, audio: str, steps: int) -> dict:
+OFFICIAL_VAE = "vae-ft-mse-840000-ema-pruned.safetensors"  # the tiny set's file under the official name
+OLD_TINY_VAE = "latentsync_tiny_taesd.safetensors"  # its name in tiny sets made before the official names
+
+
+def tiny_vae_name(models: Path) -> str:
+    """The VAE file Load VAE should pick in ``models`` (a tiny set made by the measured checkout's make_tiny)."""
+    return OLD_TINY_VAE if (Path(models) / "vae" / OLD_TINY_VAE).is_file() else OFFICIAL_VAE
+
+
+def video_prompt(video: str, audio: str, steps: int, vae_name: str = OFFICIAL_VAE) -> dict:
     return {
         "1": {"class_type": "LoadVideo", "inputs": {"file": video}},
         "2": {"class_type": "LoadAudio", "inputs": {"audio": audio}},
         "3": {"class_type": "LatentSyncModelLoader", "inputs": {"checkpoint": "v1.5/latentsync_unet.pt",
                                                                 "version": "auto", "dtype": "auto",
                                                                 "download_missing": False}},
-        "4": {"class_type": "VAELoader", "inputs": {"vae_name": "latentsync_tiny_taesd.safetensors"}},
+        "4": {"class_type": "VAELoader", "inputs": {"vae_name": vae_name}},
         "5": {"class_type": "LatentSyncWhisperLoader", "inputs": {"whisper": "whisper/tiny.pt",
                                                                   "download_missing": False}},
         "6": {"class_type": "LatentSyncFaceAnalyzerLoader", "inputs": {"backend": "offline",
@@ -226,7 +235,7 @@ def measure_node(repo: Path, models: Path, video: Path, audio: Path, cap: int, s
     t0 = time.time()
     status, error = "failed", ""
     try:
-        resp = _http(url + "/prompt", {"prompt": video_prompt(video.name, audio.name, steps),
+        resp = _http(url + "/prompt", {"prompt": video_prompt(video.name, audio.name, steps, tiny_vae_name(models)),
                                        "client_id": str(uuid.uuid4())})
         prompt_id = resp["prompt_id"]
         while True:

@@ -126,6 +126,14 @@ def _length_and_face_inputs() -> list:
     ]
 
 
+def validate_length_mode(length_mode) -> bool | str:
+    """Checked when the prompt is queued: ComfyUI 0.3.75 does not check a V3 combo's value against its options, so
+    an unknown length mode is rejected here (with the choices) instead of failing after the video is opened."""
+    if length_mode is None or length_mode in LENGTH_MODES:
+        return True
+    return f"unknown length mode {length_mode!r}; choose one of {', '.join(LENGTH_MODES)}"
+
+
 class LatentSyncLipSyncVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -148,6 +156,10 @@ class LatentSyncLipSyncVideo(io.ComfyNode):
             ],
             outputs=[io.Video.Output(display_name="video", tooltip="The lip-synced video with the audio.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, length_mode="pingpong") -> bool | str:
+        return validate_length_mode(length_mode)
 
     @classmethod
     def execute(cls, video, model, vae, whisper, face_analyzer, seed, steps, guidance, deepcache,
@@ -176,9 +188,9 @@ class LatentSyncLipSyncVideo(io.ComfyNode):
         finally:
             if isinstance(source, VideoFileSource):
                 source.close()
-        if score:
-            out_audio = waveform_to_audio(output_waveform(waveform, sample_rate, plan), sample_rate)
-            ui = add_output_score(ui, score, out, plan.fps, out_audio, face_analyzer, num_frames=len(plan))
+        if score:  # what the user gets: the written file's frames and its (AAC) audio track
+            ui = add_output_score(ui, score, out, plan.fps, waveform_to_audio(*read_audio(out)), face_analyzer,
+                                  num_frames=len(plan))
         return io.NodeOutput(InputImpl.VideoFromFile(out), ui=ui)
 
 
@@ -207,6 +219,10 @@ class LatentSyncLipSyncImages(io.ComfyNode):
                 io.Audio.Output(display_name="audio", tooltip="The audio, cut (or padded) to the frames' duration."),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, length_mode="pingpong") -> bool | str:
+        return validate_length_mode(length_mode)
 
     @classmethod
     def execute(cls, images, audio, frame_rate, model, vae, whisper, face_analyzer, seed, steps, guidance,

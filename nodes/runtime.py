@@ -273,6 +273,8 @@ class ModelCache:
             item = load()
         except (FileNotFoundError, MemoryError, mm.InterruptProcessingException):
             raise
+        except ValueError:  # our loaders' own explanations (a config ComfyUI cannot hold, a wrong mask, ...)
+            raise
         except Exception as exc:  # noqa: BLE001 - a file that exists but does not load: one clear message
             from ..latentsync.hub import model_load_error  # noqa: PLC0415
 

@@ -23,7 +23,8 @@ import pytest
 import comfy_session as cs
 from bench.memory import make_speech, make_video, video_prompt
 from comfy_session import assert_success, probe, process_memory, reset_peak_memory, saved_videos
-from media_factory import LONG_FPS, LONG_HEIGHT, LONG_REFERENCE_S, LONG_WIDTH, window_bound
+from media_factory import (LONG_FPS, LONG_FRAME_BYTES, LONG_HEIGHT, LONG_REFERENCE_S, LONG_WIDTH, SERVER_SLACK_MIB,
+                           window_bound)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -61,7 +62,10 @@ def test_a_60_second_video_through_the_video_node_needs_no_more_memory_than_a_24
         assert (info["width"], info["height"]) == (LONG_WIDTH, LONG_HEIGHT)
         cs.record_timing(f"video_node_{seconds}s_960x540_2fps_s", round(run_s, 1))
     cs.record_timing("video_node_peak_mib", {k: round(v / 2**20) for k, v in peaks.items()})
-    assert peaks[60] - peaks[LONG_REFERENCE_S] <= window_bound(), {k: v / 2**20 for k, v in peaks.items()}
+    held = (120 - 2 * LONG_REFERENCE_S) * LONG_FRAME_BYTES * 5  # ComfyUI's float32 IMAGE + a uint8 copy, per frame
+    bound = window_bound(SERVER_SLACK_MIB)
+    assert peaks[60] - peaks[LONG_REFERENCE_S] <= bound < held, ({k: v / 2**20 for k, v in peaks.items()},
+                                                                 bound / 2**20, held / 2**20)
 
 
 # ---------------------------------------------------------------------------------------------------------------
