@@ -33,7 +33,7 @@ from latentsync.face.detector import create_face_detector
 from latentsync.face.gaps import BRIDGED, FACE, NONE
 from latentsync.face.mask import synthetic_mouth_mask
 from latentsync.face.selection import FaceSelector
-from latentsync.hub import read_unet_config
+from latentsync.hub import VAE_NAME, read_unet_config
 from latentsync.models.checkpoint import load_unet
 from latentsync.pipeline import LipSyncPipeline, NoFaceError, TensorSink, detect_and_align
 from latentsync.audio.whisper_encoder import WhisperAudioEncoder
@@ -57,7 +57,7 @@ def pipe(tiny_model_set) -> LipSyncPipeline:
     unet = load_unet(m / "latentsync/v1.5/latentsync_unet.pt",
                      config=read_unet_config(m / "latentsync/v1.5/unet_config.yaml")).eval()
     encoder = WhisperAudioEncoder.from_file(m / "latentsync/whisper/tiny.pt", device="cpu")
-    vae = load_vae(m / "vae/sd-vae-ft-mse")
+    vae = load_vae(m / "vae" / VAE_NAME)
     return LipSyncPipeline(unet, VAECodec(vae), encoder, create_face_detector("offline"), synthetic_mouth_mask(R), R)
 
 
