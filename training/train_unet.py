@@ -34,6 +34,7 @@ from .data.unet_dataset import UNetDataset
 from .losses.perceptual import build_lpips
 from .losses.sync import SyncLoss
 from .losses.trepa import TREPALoss
+from .init_weights import log_report, require_frozen_loaded
 from .unet_model import build_unet, export_checkpoint
 
 
@@ -160,6 +161,16 @@ def train(cfg: DictConfig) -> Path:
     with accelerator.main_process_first():
         root = models_root(cfg, output_dir)
         paths = locate_inputs(cfg, root)
+        unet, init = build_unet(cfg, root, seed=int(cfg.run.seed))  # may download the released U-Net
+    if cfg.run.enable_gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    modules = cfg.run.get("trainable_modules")
+    trainable = set_trainable(unet, list(modules) if modules else None)
+    if not trainable:
+        raise ValueError(f"run.trainable_modules={list(modules)} selects no U-Net parameter")
+    require_frozen_loaded(unet, init)
+    if accelerator.is_main_process:
+        log_report(init, output_dir)
     resolution = int(cfg.data.resolution)
     mask = load_mask(paths["mask"], resolution)
     vae = load_vae(paths["vae"], device=device, dtype=runtime.frozen_dtype(accelerator)).requires_grad_(False)
@@ -168,13 +179,6 @@ def train(cfg: DictConfig) -> Path:
     dataset = build_dataset(cfg, accelerator, output_dir, paths["whisper"], mask)
     objective = build_objective(cfg, accelerator, root, vae, mask)
 
-    unet = build_unet(cfg, root, seed=int(cfg.run.seed))
-    if cfg.run.enable_gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    modules = cfg.run.get("trainable_modules")
-    trainable = set_trainable(unet, list(modules) if modules else None)
-    if not trainable:
-        raise ValueError(f"run.trainable_modules={list(modules)} selects no U-Net parameter")
     optimizer, make_lr = runtime.make_optimizer(cfg, [p for p in unet.parameters() if p.requires_grad],
                                                 accelerator.num_processes)
     unet, optimizer, lr_scheduler, step = runtime.prepare_and_resume(accelerator, cfg, output_dir, unet, optimizer,
