@@ -65,10 +65,11 @@ def export_checkpoint(net: StableSyncNet, folder: Path, step: int, safetensors: 
 
 
 class SyncNetObjective:
-    """BCE(cosine, label) of a batch; latent-space SyncNets get VAE-encoded frames (x 0.18215)."""
+    """BCE(cosine, label) of a batch; latent-space SyncNets get VAE-encoded frames (x 0.18215), encoded
+    `vae_chunk_frames` frames at a time (the official 640: a batch of 120 x 16 frames at once would not fit)."""
 
-    def __init__(self, net, vae=None):
-        self.net, self.vae = net, vae
+    def __init__(self, net, vae=None, vae_chunk_frames: int = 640):
+        self.net, self.vae, self.vae_chunk_frames = net, vae, int(vae_chunk_frames)
 
     def visual_input(self, frames: torch.Tensor, generator) -> torch.Tensor:
         if self.vae is None:
@@ -76,7 +77,8 @@ class SyncNetObjective:
         from latentsync.vae import VAECodec
 
         b, f = frames.shape[:2]
-        latents = VAECodec(self.vae, generator=generator, batch_size=b * f).encode(frames.flatten(0, 1))
+        codec = VAECodec(self.vae, generator=generator, batch_size=min(b * f, self.vae_chunk_frames))
+        latents = codec.encode(frames.flatten(0, 1))
         return latents.unflatten(0, (b, f)).flatten(1, 2).float()  # b (f c) h w
 
     def __call__(self, batch: dict, generator, autocast) -> dict[str, torch.Tensor]:
@@ -145,7 +147,8 @@ def train(cfg: DictConfig) -> Path:
         vae.requires_grad_(False)
     dataset, val = build_datasets(cfg, accelerator, output_dir)
     net = build_syncnet(cfg, int(cfg.run.seed))
-    objective = SyncNetObjective(net, vae)
+    chunk = int(cfg.data.vae_chunk_frames)
+    objective = SyncNetObjective(net, vae, chunk)
     optimizer, make_lr = runtime.make_optimizer(cfg, list(net.parameters()), accelerator.num_processes)
     model, optimizer, lr_scheduler, step = runtime.prepare_and_resume(accelerator, cfg, output_dir, net, optimizer,
                                                                       make_lr)
@@ -153,7 +156,7 @@ def train(cfg: DictConfig) -> Path:
     safetensors = bool(cfg.ckpt.get("safetensors", False))
 
     def validate(unwrapped, at_step: int) -> dict:
-        evaluator = SyncNetObjective(unwrapped, vae)
+        evaluator = SyncNetObjective(unwrapped, vae, chunk)
         result = evaluate(unwrapped, val, evaluator, int(cfg.validation.num_samples), int(cfg.data.batch_size),
                           accelerator.device)
         unwrapped.train()
