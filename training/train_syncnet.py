@@ -3,10 +3,12 @@
 Trains StableSyncNet on aligned clips: mel windows with their aligned frames (label 1) or another window of the
 same clip (label 0), loss BCE(cosine, label). Checkpoints (`<output_dir>/checkpoints/step-N/stable_syncnet.pt`,
 official format, our `syncnet_config.yaml` beside) can supervise stage 2 through `models.stable_syncnet=FILE`.
-Validation: loss and accuracy (cosine > 0.5 read as "in sync") on `validation.num_samples` held-out samples.
+Validation: loss and accuracy (cosine > 0.5 read as "in sync") on `validation.num_samples` samples of held-out
+clips (`validation.data_dir` / `fileslist`, else `validation.holdout_fraction` of the training list).
 """
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,12 +29,14 @@ from latentsync.models.stable_syncnet import (
 from . import runtime
 from .aux_models import models_root
 from .config import require
-from .data.audio_cache import cache_for, fill_caches
+from .data.audio_cache import cache_for, data_root, fill_caches
 from .data.clip_set import admit_clips
 from .data.clips import list_clips
+from .data.holdout import holdout_split
 from .data.syncnet_dataset import SyncNetDataset
 
 CONFIG_NAME = "syncnet_config.yaml"
+LOG = logging.getLogger("latentsync.training")
 
 
 def model_config(cfg: DictConfig) -> dict:
@@ -92,10 +96,9 @@ def build_datasets(cfg: DictConfig, accelerator, output_dir: Path):
     data = cfg.data
     latent = bool(data.get("latent_space", False))
 
-    def dataset(data_dir, fileslist, seed):
-        clips = list_clips(data_dir, fileslist)
-        cache = cache_for({"data_dir": data_dir, "audio_mel_cache_dir": data.get("audio_mel_cache_dir")},
-                          output_dir)
+    def dataset(clips, data_dir, fileslist, seed):
+        cache = cache_for({"data_dir": data_dir, "fileslist": fileslist,
+                           "audio_mel_cache_dir": data.get("audio_mel_cache_dir")}, output_dir)
         fill_caches(cache, clips, accelerator.process_index, accelerator.num_processes, embeds=False)
         accelerator.wait_for_everyone()
         admitted = admit_clips(clips, cache, int(data.num_frames), float(data.video_fps))
@@ -103,15 +106,28 @@ def build_datasets(cfg: DictConfig, accelerator, output_dir: Path):
                               lower_half=bool(data.lower_half) and not latent, fps=float(data.video_fps), seed=seed,
                               stack=not latent)
 
-    train = dataset(data.get("data_dir"), data.get("fileslist"), int(cfg.run.seed))
-    v = cfg.validation
-    val = None
+    clips, v, val = list_clips(data.get("data_dir"), data.get("fileslist")), cfg.validation, None
     if int(v.get("every", 0) or 0):
         if v.get("data_dir") or v.get("fileslist"):
-            val = dataset(v.get("data_dir"), v.get("fileslist"), int(cfg.run.seed) + 1)
-        else:  # no held-out set configured: other windows of the training clips
-            val = dataset(data.get("data_dir"), data.get("fileslist"), int(cfg.run.seed) + 1)
+            val = dataset(list_clips(v.get("data_dir"), v.get("fileslist")), v.get("data_dir"), v.get("fileslist"),
+                          int(cfg.run.seed) + 1)
+        else:  # held out of the training list, never other windows of the training clips
+            clips, held = holdout_split(clips, float(v.holdout_fraction), data_root(data))
+            report_holdout(held, len(clips), float(v.holdout_fraction), output_dir, accelerator.is_main_process)
+            val = dataset(held, data.get("data_dir"), data.get("fileslist"), int(cfg.run.seed) + 1)
+    train = dataset(clips, data.get("data_dir"), data.get("fileslist"), int(cfg.run.seed))
     return train, val
+
+
+def report_holdout(held: list[Path], kept: int, fraction: float, output_dir: Path, main: bool) -> None:
+    """Log the split and list the held-out clips in `<output_dir>/logs/validation_clips.txt`."""
+    if not main:
+        return
+    listing = output_dir / "logs" / "validation_clips.txt"
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    listing.write_text("".join(f"{c}\n" for c in held), encoding="utf-8")
+    LOG.info("SyncNet validation: %d clips held out of the training list (validation.holdout_fraction=%g, chosen by "
+             "a hash of their path; %d clips train), listed in %s", len(held), fraction, kept, listing)
 
 
 @torch.no_grad()

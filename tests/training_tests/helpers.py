@@ -9,8 +9,10 @@ from pathlib import Path
 
 from conftest import REPO_ROOT
 
+# ContentDetector: the test videos are 15 fps footage resampled to 25 fps, whose repeated frames the official
+# AdaptiveDetector (the default, tested in test_training_data) reads as extra cuts in 2 s scenes.
 PREPARE_ARGS = ["--resolution", "128", "--face-backend", "offline", "--min-seconds", "1.9", "--max-seconds", "2.5",
-                "--no-download"]
+                "--no-download", "--scene-detector", "content"]
 LAUNCH_TIMEOUT = 900
 
 
