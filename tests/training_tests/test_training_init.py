@@ -13,6 +13,7 @@ from latentsync.models.trainable import set_trainable
 from training.config import ConfigError, load_config
 from training.init_weights import log_report, require_frozen_loaded
 from training.unet_model import build_unet
+from training_tests.helpers import accelerate_launch, read_jsonl
 
 
 def config(name: str, models, *overrides: str):
@@ -72,3 +73,24 @@ def test_a_subset_run_from_random_weights_refuses_to_start_naming_the_key(traini
         require_frozen_loaded(unet, report)
     set_trainable(unet, None)  # every parameter trained: a fresh init is a legitimate start
     require_frozen_loaded(unet, report)
+
+
+@pytest.mark.slow
+def test_stage2_efficient_smoke_run_trains_only_its_subset_from_the_released_weights(training_data, training_models,
+                                                                                    tmp_path):
+    out = tmp_path / "run"
+    accelerate_launch("training.train_unet", "smoke_stage2_efficient", out, training_data, "max_steps=1",
+                      "models.tiny_seed=null", f"models.dir={training_models}", "validation.every=0", processes=1)
+    file = released(training_models)
+    written = json.loads((out / "logs" / "init_weights.json").read_text())
+    assert written["dropped"] and all(k.startswith("down_blocks.") and ".motion_modules." in k
+                                      for k in written["dropped"])
+    metrics = read_jsonl(out / "logs" / "metrics.jsonl")
+    assert [r["step"] for r in metrics] == [1]
+    assert {"loss/recon", "loss/sync", "loss/lpips"} <= set(metrics[0]) and "loss/trepa" not in metrics[0]
+    trained = load_unet_state_dict(out / "checkpoints" / "step-0000001" / "latentsync_unet-v1.5.pt")
+    assert not any(k.startswith("down_blocks.") and ".motion_modules." in k for k in trained)
+    frozen = [k for k in trained if "motion_modules." not in k and "attn2." not in k and not k.endswith(".pe")]
+    assert frozen and all(torch.equal(trained[k], file[k]) for k in frozen)  # the released values, not random
+    learned = [k for k in trained if ".attn2.to_q.weight" in k]
+    assert learned and any(not torch.equal(trained[k], file[k]) for k in learned)

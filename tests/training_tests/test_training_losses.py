@@ -27,7 +27,8 @@ AUDIO = {"in_channels": 1, "block_out_channels": [32, 32, 32, 32, 32, 64],
 def latent_syncnet(num_frames: int, latent_size: int = 8) -> StableSyncNet:
     """A tiny latent-space StableSyncNet: `num_frames` x 4 latent channels at `latent_size` (64 px faces)."""
     levels = latent_size.bit_length() - 1
-    visual = {"in_channels": 4 * num_frames, "block_out_channels": [32] * (levels - 1) + [64, 64],  # >= 2 per norm group at 1 x 1
+    # >= 2 values per GroupNorm group at 1 x 1
+    visual = {"in_channels": 4 * num_frames, "block_out_channels": [32] * (levels - 1) + [64, 64],
               "downsample_factors": [2] * levels + [1],
               "attn_blocks": [0] * (levels + 1)}
     with torch.random.fork_rng(devices=[]):
@@ -102,7 +103,8 @@ def test_latent_syncnet_batches_are_vae_encoded_in_chunks(tiny_vae, monkeypatch)
     encode = tiny_vae.encode
     monkeypatch.setattr(tiny_vae, "encode", lambda x, *a, **k: calls.append(x.shape[0]) or encode(x, *a, **k))
     frames = torch.rand(3, 2, 3, 32, 32) * 2 - 1  # 3 samples of 2 frames, encoded 2 frames at a time
-    chunked = SyncNetObjective(None, tiny_vae, vae_chunk_frames=2).visual_input(frames, torch.Generator().manual_seed(0))
+    chunked = SyncNetObjective(None, tiny_vae, vae_chunk_frames=2).visual_input(frames,
+                                                                              torch.Generator().manual_seed(0))
     assert calls == [2, 2, 2] and chunked.shape == (3, 8, 4, 4)
     whole = SyncNetObjective(None, tiny_vae, vae_chunk_frames=640).visual_input(frames,
                                                                                 torch.Generator().manual_seed(0))
