@@ -28,7 +28,7 @@ from latentsync.models.stable_syncnet import (
 
 from . import runtime
 from .aux_models import models_root
-from .config import require
+from .config import ConfigError, require
 from .data.audio_cache import cache_for, data_root, fill_caches
 from .data.clip_set import admit_clips
 from .data.clips import list_clips
@@ -106,15 +106,21 @@ def build_datasets(cfg: DictConfig, accelerator, output_dir: Path):
                               lower_half=bool(data.lower_half) and not latent, fps=float(data.video_fps), seed=seed,
                               stack=not latent)
 
+    # The held-out clips never depend on validation.every, so a run resumed without validation trains on the same set.
     clips, v, val = list_clips(data.get("data_dir"), data.get("fileslist")), cfg.validation, None
-    if int(v.get("every", 0) or 0):
-        if v.get("data_dir") or v.get("fileslist"):
+    every, fraction = int(v.get("every", 0) or 0), float(v.get("holdout_fraction", 0) or 0)
+    if v.get("data_dir") or v.get("fileslist"):
+        if every:
             val = dataset(list_clips(v.get("data_dir"), v.get("fileslist")), v.get("data_dir"), v.get("fileslist"),
                           int(cfg.run.seed) + 1)
-        else:  # held out of the training list, never other windows of the training clips
-            clips, held = holdout_split(clips, float(v.holdout_fraction), data_root(data))
-            report_holdout(held, len(clips), float(v.holdout_fraction), output_dir, accelerator.is_main_process)
+    elif fraction > 0:  # held out of the training list, never other windows of the training clips
+        clips, held = holdout_split(clips, fraction, data_root(data))
+        report_holdout(held, len(clips), fraction, output_dir, accelerator.is_main_process)
+        if every:
             val = dataset(held, data.get("data_dir"), data.get("fileslist"), int(cfg.run.seed) + 1)
+    elif every:
+        raise ConfigError("validation.every > 0 needs held-out clips: set validation.data_dir / validation.fileslist "
+                          "or validation.holdout_fraction > 0")
     train = dataset(clips, data.get("data_dir"), data.get("fileslist"), int(cfg.run.seed))
     return train, val
 

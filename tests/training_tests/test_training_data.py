@@ -85,6 +85,8 @@ def test_syncnet_validation_uses_held_out_clips_and_lists_them(training_data, tm
     train_set, val_set = build_datasets(cfg, one_process, tmp_path)
     assert val_set.clips.clips == held and not set(val_set.clips.clips) & set(train_set.clips.clips)
     assert (tmp_path / "logs" / "validation_clips.txt").read_text().split() == [str(c) for c in held]
+    off = load_config("smoke_syncnet", [f"data_dir={training_data}", f"output_dir={tmp_path}", "validation.every=0"])
+    assert build_datasets(off, one_process, tmp_path)[0].clips.clips == train_set.clips.clips  # resumable without it
     with pytest.raises(ValueError, match="validation.data_dir"):
         holdout_split(clips[:1], 0.05)
 

@@ -20,7 +20,8 @@ def holdout_split(clips: list[Path], fraction: float, root: Path | None = None) 
         raise ValueError(f"validation.holdout_fraction must be in (0, 1), got {fraction}")
     if len(clips) < 2:
         raise ValueError(f"{len(clips)} clip(s) cannot be split into training and held-out validation clips: set "
-                         "validation.data_dir / validation.fileslist, or validation.every=0")
+                         "validation.data_dir / validation.fileslist, or validation.holdout_fraction=0 with "
+                         "validation.every=0 (no SyncNet validation)")
     count = min(len(clips) - 1, max(1, round(fraction * len(clips))))
     held = set(sorted(clips, key=lambda c: _rank(c, root))[:count])
     return [c for c in clips if c not in held], [c for c in clips if c in held]
