@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .batch_checks import BatchChecks
 from .config import ConfigError, load_config, require
 
 LOG = logging.getLogger("latentsync.training")
@@ -250,6 +251,7 @@ def train_loop(cfg: DictConfig, accelerator, output_dir: Path, model, optimizer,
     seed, rank = int(cfg.run.seed), accelerator.process_index
     overfit = bool(cfg.data.get("overfit_one_batch", False))
     every = int(cfg.validation.get("every", 0) or 0)
+    checks = BatchChecks(accelerator, lambda c: str(dataset.clips.clips[c]), len(dataset.clips.skipped))
     while step < max_steps:
         started = time.perf_counter()
         model.train()
@@ -263,6 +265,7 @@ def train_loop(cfg: DictConfig, accelerator, output_dir: Path, model, optimizer,
             sync_ctx = accelerator.no_sync(model) if micro < accum - 1 else contextlib.nullcontext()
             with sync_ctx:
                 losses = losses_of(batch, generator)
+                checks.after_losses(losses, batch, step + 1)
                 accelerator.backward(losses["loss"] / accum)
             for k, v in losses.items():
                 totals[k] = totals.get(k, 0.0) + reduce_mean(accelerator, v) / accum
@@ -274,7 +277,8 @@ def train_loop(cfg: DictConfig, accelerator, output_dir: Path, model, optimizer,
         step += 1
         metrics.samples_seen(step, seen_ids, seen_clips)
         metrics.log(step, {**{k if k == "loss" else f"loss/{k}": v for k, v in totals.items()},
-                           "lr": lr_scheduler.get_last_lr()[0], "time/step_s": time.perf_counter() - started})
+                           "lr": lr_scheduler.get_last_lr()[0], "time/step_s": time.perf_counter() - started,
+                           **checks.step_metrics()})
         progress.update(loss=totals["loss"])
         last = step == max_steps
         if accelerator.is_main_process and (step % int(cfg.ckpt.save_ckpt_steps) == 0 or last):

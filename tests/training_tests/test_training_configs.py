@@ -13,7 +13,7 @@ from training.data.sampler import SampleOrder, StepSampler
 from training.unet_model import model_config
 
 UNET_CONFIGS = ["stage1", "stage1_512", "stage2", "stage2_512", "stage2_efficient", "stage2_efficient_512",
-                "finetune_person", "smoke_stage1", "smoke_stage2"]
+                "finetune_person", "smoke_stage1", "smoke_stage2", "smoke_stage2_efficient"]
 SYNCNET_CONFIGS = ["syncnet_16_pixel_attn", "syncnet_16_pixel", "syncnet_16_latent", "smoke_syncnet"]
 
 
