@@ -60,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .dependencies import MissingDependencyError, require_opencv
+
+    try:
+        require_opencv()
+    except MissingDependencyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     from .hub import ModelLoadError, ModelNotFoundError
     from .runner import run_lipsync
     from .video_io import OutputError
@@ -80,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                     dtype=DTYPES[args.dtype], overwrite=args.overwrite, face_selection=args.face_selection,
                     face_index=args.face_index)
     except (ModelNotFoundError, ModelLoadError, FileNotFoundError, FileExistsError, IsADirectoryError, ValueError,
-            OutputError) as e:
+            OutputError, MissingDependencyError) as e:
         print(f"error: {e.strerror if isinstance(e, OutputError) and e.strerror else e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
