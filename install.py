@@ -55,8 +55,8 @@ def plan() -> tuple[list[str], list[str], list[str]]:
     with_deps, notes = list(THEIR_DEPENDENCIES), []
     for module, requirement in (("cv2", OPENCV), ("onnxruntime", ONNXRUNTIME)):
         if provided(module):
-            notes.append(f"{module}: already provided by {', '.join(providers(module)) or 'a build without metadata'};"
-                         f" {requirement.split('>')[0]} is not installed")
+            notes.append(f"{module}: already provided by {', '.join(providers(module)) or 'a build without metadata'}"
+                         f" (kept as it is; {requirement.split('>')[0]} is not added)")
         else:
             with_deps.append(requirement)
     return with_deps, list(NO_DEPS), notes

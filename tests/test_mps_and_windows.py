@@ -75,6 +75,22 @@ class FakeMPS(TorchFunctionMode):
         self.violations: set[str] = set()
         self.mps_tensors_made = 0
 
+    def __enter__(self):
+        new = torch.nn.Parameter.__new__
+
+        def parameter_keeps_the_device(cls, data=None, requires_grad=True):  # load_state_dict(assign=True) wraps
+            param = new(cls, data, requires_grad)
+            param._fake_mps = self.on_mps(data) if isinstance(data, torch.Tensor) else False
+            return param
+
+        self._parameter_new = new
+        torch.nn.Parameter.__new__ = parameter_keeps_the_device
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        torch.nn.Parameter.__new__ = self._parameter_new
+        return super().__exit__(*exc)
+
     @staticmethod
     def on_mps(t: torch.Tensor) -> bool:
         return bool(getattr(t, "_fake_mps", False))
@@ -103,7 +119,11 @@ class FakeMPS(TorchFunctionMode):
         from_mps = any(self.on_mps(t) for t in inputs)
         if from_mps and name == "numpy":
             self.violations.add(".numpy() of an MPS tensor, at " + _caller())
+        if from_mps and name not in MIXING_ALLOWED and any(not self.on_mps(t) and t.dim() > 0 for t in inputs):
+            self.violations.add(f"{name}: MPS and CPU tensors in one operation, at " + _caller())
         out = func(*_to_cpu(args), **{k: _to_cpu(v) for k, v in kwargs.items()})
+        if (to_mps or to_cpu) and any(out is t for t in inputs):  # a real move copies: never retag the source
+            out = out.clone()
         if name not in ("__get__", "size", "dim", "numel", "item", "tolist", "numpy"):
             self.tag(out, (from_mps or to_mps) and not to_cpu)
         return out
@@ -147,6 +167,25 @@ def test_mps_not_available_is_one_clear_error(monkeypatch, tmp_path, capsys):
     assert "PyTorch sees no MPS device" in capsys.readouterr().err
 
 
+def test_the_fake_refuses_what_mps_refuses_and_paste_back_bounds_stay_off_it():
+    from latentsync.face.paste import footprint_roi
+
+    on_cpu = torch.tensor([[[1.0, 0.0, 5.0], [0.0, 1.0, 7.0]]])
+    fake = FakeMPS()
+    with fake:
+        matrix = on_cpu.to("mps")
+        assert matrix.device.type == "mps" and torch.zeros(2, device=matrix.device).device.type == "mps"
+        assert on_cpu.device.type == "cpu"
+        assert footprint_roi(matrix, (20, 10), (100, 100)) == footprint_roi(on_cpu, (20, 10), (100, 100))
+        assert not fake.violations
+        matrix.double()
+        _ = matrix + torch.ones(3)
+        matrix.numpy()
+        assert matrix.cpu().device.type == "cpu"
+    assert {v.split(",")[0] for v in fake.violations} == {
+        "a float64 tensor on MPS", "add: MPS and CPU tensors in one operation", ".numpy() of an MPS tensor"}
+
+
 def test_command_line_runs_the_pipeline_on_a_faked_mps_device(apple_silicon, tiny_model_set, tmp_path, capsys):
     clip = mf.encode(tmp_path / "clip.mp4", mf.clip_frames(4, (200, 200)), 15,
                      audio=mf.speech(16000, 1, 4 / 15), sample_rate=16000)
@@ -160,7 +199,7 @@ def test_command_line_runs_the_pipeline_on_a_faked_mps_device(apple_silicon, tin
     assert code == 0, err[-3000:]
     assert out.is_file() and fake.mps_tensors_made > 1000, fake.mps_tensors_made  # the work did run "on MPS"
     assert "torch.float32, mps" in err  # the U-Net loaded on MPS
-    assert not fake.violations, sorted(fake.violations)
+    assert not fake.violations, "\n".join(sorted(fake.violations))
 
 
 def test_no_hard_coded_posix_temp_folder_in_the_pack():
