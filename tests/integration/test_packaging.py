@@ -137,10 +137,10 @@ def test_install_plan_adds_opencv_and_onnxruntime_only_when_no_distribution_prov
     assert no_deps == list(install.NO_DEPS)
     assert install.OPENCV not in with_deps and install.ONNXRUNTIME not in with_deps  # this venv has both
     assert any(n.startswith("cv2: already provided by opencv-python") for n in notes), notes
-    monkeypatch.setattr(install, "provided", lambda module: module != "cv2")
+    monkeypatch.setattr(install, "provided", lambda module, index=None: module != "cv2")
     with_deps, _, _ = install.plan()
     assert install.OPENCV in with_deps and install.ONNXRUNTIME not in with_deps
-    monkeypatch.setattr(install, "provided", lambda module: False)
+    monkeypatch.setattr(install, "provided", lambda module, index=None: False)
     assert {install.OPENCV, install.ONNXRUNTIME} <= set(install.plan()[0])
 
 
