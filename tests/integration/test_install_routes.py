@@ -91,24 +91,28 @@ def test_both_install_routes_keep_the_users_opencv_and_onnxruntime(tmp_path):
     hidden = link_comfy_environment(tmp_path / "comfy-site")
     (env_site / "comfy_environment.pth").write_text(str(tmp_path / "comfy-site") + "\n", encoding="utf-8")
 
-    def providers() -> dict[str, list[str]]:
+    seconds: dict[str, float] = {}
+
+    def providers(step: str | None = None) -> dict[str, list[str]]:
+        if step is not None:
+            seconds[step] = round(time.monotonic() - t0 - sum(seconds.values()), 1)
         return json.loads(run([python, "-c", PROVIDERS]))
 
     assert providers() == {"cv2": [], "onnxruntime": []}, f"hidden from the dev venv: {hidden}"
     run([python, "-m", "pip", "install", *USER_PACKAGES.values()])
     expected = {module: [dist] for module, dist in USER_PACKAGES.items()}
-    steps = {"before (the user's packages)": providers()}
+    steps = {"before (the user's packages)": providers("before (the user's packages)")}
     assert steps["before (the user's packages)"] == expected
 
     for line in requirement_lines():  # ComfyUI-Manager: each line on its own, then install.py from the pack's folder
         run([python, "-m", "pip", "install", line])
-    steps["Manager: each requirements.txt line"] = providers()
+    steps["Manager: each requirements.txt line"] = providers("Manager: each requirements.txt line")
     manager_log = run([python, "install.py"])
-    steps["Manager: then install.py"] = providers()
+    steps["Manager: then install.py"] = providers("Manager: then install.py")
     run([python, "-m", "pip", "install", "-r", str(REPO / "requirements.txt")])
-    steps["by hand: pip install -r requirements.txt"] = providers()
+    steps["by hand: pip install -r requirements.txt"] = providers("by hand: pip install -r requirements.txt")
     run([python, str(REPO / "install.py")], cwd=tmp_path)
-    steps["by hand: then install.py"] = providers()
+    steps["by hand: then install.py"] = providers("by hand: then install.py")
     versions = run([python, "-c", IMPORTS]).split()
     installed = json.loads(run([python, "-c", "import json; from importlib import metadata; print(json.dumps("
                                 f"{{n: metadata.version(n) for n in {INSTALLED_BY_INSTALL_PY!r}}}))"]))
@@ -116,7 +120,8 @@ def test_both_install_routes_keep_the_users_opencv_and_onnxruntime(tmp_path):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "install_routes.json").write_text(json.dumps(
         {"steps": steps, "installed_by_install_py": installed, "cv2_onnxruntime_versions": versions,
-         "hidden_from_the_dev_venv": hidden, "seconds": round(time.monotonic() - t0, 1)}, indent=2) + "\n")
+         "hidden_from_the_dev_venv": hidden, "seconds": round(time.monotonic() - t0, 1),
+         "seconds_per_step": seconds}, indent=2) + "\n")
     for step, found in steps.items():
         assert found == expected, f"{step}: {found}"
     assert "cv2: already provided by opencv-contrib-python" in manager_log
