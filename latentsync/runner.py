@@ -21,9 +21,10 @@ Log = Callable[[str], None]
 
 
 def default_dtype(device: torch.device | str) -> torch.dtype:
-    """fp16 on CUDA GPUs of compute capability 8+ (as the official inference), else fp32."""
+    """fp16 on CUDA GPUs of compute capability 8+ (as the official inference) and on Apple's MPS (what ComfyUI picks
+    there; MPS has no float64 and bf16 only from macOS 14), else fp32."""
     device = torch.device(device)
-    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8:
+    if device.type == "mps" or (device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8):
         return torch.float16
     return torch.float32
 

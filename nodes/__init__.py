@@ -8,7 +8,11 @@ from __future__ import annotations
 
 
 def all_nodes() -> list:
-    """Every node class of the pack, in menu order."""
+    """Every node class of the pack, in menu order. Without OpenCV (installed by install.py, not requirements.txt) the
+    pack does not load, with a message naming install.py (ComfyUI-Manager's 'Try fix' runs it)."""
+    from ..latentsync.dependencies import require_opencv  # noqa: PLC0415
+
+    require_opencv()
     from . import audio, decode, faces, latents, length, lipsync, loaders, paste, sampler  # noqa: PLC0415
     from . import score  # noqa: PLC0415
     from .runtime import register_model_folders  # noqa: PLC0415

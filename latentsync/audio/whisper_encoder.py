@@ -192,7 +192,9 @@ def _model_dims(dims: dict) -> ModelDimensions:
 
 def _default_device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
     if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        from ..devices import default_device
+
+        device = default_device()
     device = torch.device(device)
     if dtype is None:
         dtype = torch.float16 if device.type == "cuda" else torch.float32

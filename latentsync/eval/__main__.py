@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..devices import DEVICES, default_device, unavailable_reason
+
 DEFAULT_MODELS = Path("models")
 
 
@@ -33,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-download", action="store_true", help="only use files already in --models")
     s.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     s.add_argument("--plot", type=Path, default=None, help="write a PNG of the offset curve and per-frame confidence")
-    s.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+    s.add_argument("--device", choices=list(DEVICES), default=None,
+                   help="default: cuda when available, else mps (Apple silicon) when available, else cpu")
     s.add_argument("--batch-size", type=int, default=20, help="5-frame windows per SyncNet call (default 20)")
     s.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
     return p
@@ -82,7 +85,10 @@ def run_sync(args) -> int:
     try:
         if args.plot is not None:
             _check_plot_path(args.plot, inputs)
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = args.device or default_device()
+        if (reason := unavailable_reason(device)) is not None:
+            print(f"error: {reason}", file=sys.stderr)
+            return 2
         weights = locate_syncnet_v2(args.models, download=not args.no_download)
         if is_tiny_set(args.models):
             log("NOTE: the models folder is a TINY RANDOM model set: the figures come from random weights")

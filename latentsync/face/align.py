@@ -124,9 +124,11 @@ class FaceAligner:
         """Faces (N, 3, R, R) in [-1, 1] -> (N, 3, H_crop, W_crop) with bicubic + antialias (torchvision's
         tensor resize); not clamped, as in the official code."""
         w, h = self.crop_wh
-        x = faces.to(self.device, torch.float32)
+        # MPS has the antialiased bicubic only from torch 2.8 on: there it runs on the CPU (same numbers)
+        where = torch.device("cpu") if self.device.type == "mps" else self.device
+        x = faces.to(where, torch.float32)
         x = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
-        return x.to(self.dtype)
+        return x.to(self.device, self.dtype)
 
     def restore_crop(self, frames: np.ndarray | torch.Tensor, crop_faces: torch.Tensor,
                      matrices: torch.Tensor) -> torch.Tensor:

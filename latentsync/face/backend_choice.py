@@ -41,7 +41,7 @@ def _complete_pack(folder: Path) -> bool:
 def _missing_package() -> str | None:
     for module, pip_name in (("insightface", "insightface"), ("onnxruntime", "onnxruntime")):
         if importlib.util.find_spec(module) is None:
-            return f"the {pip_name} package is not installed"
+            return f"the {pip_name} package is not installed (the pack's install.py installs it)"
     return None
 
 

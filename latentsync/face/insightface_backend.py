@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..dependencies import MissingDependencyError, missing_package_message
 from .landmarks import points3_from_landmarks106
 from .providers import onnx_providers
 from .types import DetectedFace
@@ -54,8 +55,8 @@ class InsightFaceDetector:
             from insightface.app.common import Face
             from insightface.model_zoo import get_model
         except ImportError as e:
-            raise ImportError("the InsightFace backend needs the `insightface` package "
-                              "(pip install insightface onnxruntime)") from e
+            raise MissingDependencyError(missing_package_message(
+                f"insightface and onnxruntime (no module {e.name!r})", "the InsightFace face detector")) from e
         providers = onnx_providers(device)
         ctx_id = 0 if providers[0] == "CUDAExecutionProvider" else -1
         self._face_cls = Face

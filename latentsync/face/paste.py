@@ -56,9 +56,10 @@ def footprint_roi(inv_matrix: torch.Tensor, crop_hw: tuple[int, int], frame_hw: 
     h, w = crop_hw
     corners = torch.tensor([[0.0, 0.0, 1.0], [w - 1.0, 0.0, 1.0], [0.0, h - 1.0, 1.0], [w - 1.0, h - 1.0, 1.0]],
                            dtype=torch.float64)
-    pts = corners @ inv_matrix[0].double().cpu().T
+    inv = inv_matrix[0].cpu().double()  # on the CPU first: MPS has no float64
+    pts = corners @ inv.T
     lo, hi = pts.min(0).values, pts.max(0).values
-    margin = 3 * (math.isqrt(int(w * h * float(torch.det(inv_matrix[0, :, :2].double()).abs()) + 1)) // 20) + 8
+    margin = 3 * (math.isqrt(int(w * h * float(torch.det(inv[:, :2]).abs()) + 1)) // 20) + 8
     x0 = max(0, int(math.floor(lo[0])) - margin)
     y0 = max(0, int(math.floor(lo[1])) - margin)
     x1 = min(frame_hw[1], int(math.ceil(hi[0])) + margin + 1)

