@@ -70,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     from .report import Ledger, summarize, summary_line, write_reports
     from .worker import BatchWorker, ModelsUnavailable
 
-    state = PartialState(cpu=args.device == "cpu")
+    import torch
+
+    # without a GPU (or with --device cpu) the launched processes are CPU processes over gloo
+    state = PartialState(cpu=args.device == "cpu" or not torch.cuda.is_available())
     t0 = time.monotonic()
     prefix = f"[batch {state.process_index}/{state.num_processes}]"
 

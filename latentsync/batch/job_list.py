@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..options import LipSyncOptions, OptionError
+from ..video_io import media_duration
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus")
@@ -53,23 +54,6 @@ def job_key(output: Path) -> str:
     text = str(Path(output).resolve())
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(output).stem)[:60]
     return f"{stem}-{hashlib.sha1(text.encode('utf-8')).hexdigest()[:12]}"
-
-
-def media_duration(path: Path) -> float | None:
-    """Seconds of the first video stream (or the container) from the header, without decoding; None when the file
-    cannot be opened."""
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0] if container.streams.video else None
-            if stream is not None and stream.duration is not None and stream.time_base:
-                return float(stream.duration * stream.time_base)
-            if container.duration is not None:
-                return container.duration / 1_000_000
-    except (av.error.FFmpegError, OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 def _inside(path: Path, folder: Path) -> bool:
