@@ -77,7 +77,8 @@ def cache_for(data_cfg, output_dir: Path, whisper: Callable[[torch.Tensor], torc
 
 def fill_caches(cache: AudioFeatureCache, clips: list[Path], rank: int, world: int, embeds: bool) -> None:
     """Compute the missing cache entries once, split between the processes (call a barrier afterwards)."""
-    for clip in clips[rank::world]:
-        cache.mel(clip)
-        if embeds:
+    for clip in clips[rank::world]:  # what is on disk is not read again here
+        if not cache.mel_path(clip).is_file():
+            cache.mel(clip)
+        if embeds and not cache.embeds_path(clip).is_file():
             cache.embeds(clip)
