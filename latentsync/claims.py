@@ -200,8 +200,11 @@ class ClaimBoard:
                         continue
                     content["heartbeat"] = time.time()
                     tmp = claim.path.with_name(f".{claim.path.name}.{secrets.token_hex(4)}.beat")
-                    tmp.write_text(json.dumps(content), encoding="utf-8")
-                    os.replace(tmp, claim.path)
+                    try:
+                        tmp.write_text(json.dumps(content), encoding="utf-8")
+                        os.replace(tmp, claim.path)
+                    except OSError:  # e.g. a reader holds the file open on Windows: the next beat renews it
+                        tmp.unlink(missing_ok=True)
 
     def close(self) -> None:
         self._stop.set()

@@ -61,7 +61,7 @@ def _report(out: Path) -> dict:
 
 
 def _mtimes(out: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in out.glob("*.mp4")}
+    return {p.name: p.stat().st_mtime_ns for p in out.glob("*.mp4") if not p.name.startswith(".")}
 
 
 def _claims(folder: Path) -> list[dict]:
