@@ -90,7 +90,8 @@ def summary_line(s: dict) -> str:
     pending = f", {s['pending']} not finished" if s["pending"] else ""
     return (f"batch: {s['done']} done, {s['failed']} failed, {skipped}{pending} of {s['jobs']} jobs; "
             f"{s['video_minutes']:.2f} min of video in this run ({s['all_video_minutes']:.2f} min in all), "
-            f"{'-' if rate is None else f'{rate:.1f}'} min of video per GPU-hour ({s['processes']} processes, "
+            f"{'-' if rate is None else f'{rate:.1f}'} min of video per GPU-hour ({s['processes']} "
+            f"process{'' if s['processes'] == 1 else 'es'}, "
             f"{s['wall_s']:.1f} s)")
 
 
