@@ -2,6 +2,7 @@
 
     python -m latentsync.batch --jobs JOBS --out DIR [options]
     accelerate launch [--num_processes N] [--num_machines M ...] -m latentsync.batch --jobs JOBS --out DIR [options]
+    (one process per GPU; on a machine without GPUs add --multi_gpu to start N CPU processes)
 
 JOBS is a folder, a CSV file with a header row, or a JSON-lines file (.jsonl).
   Folder: every video (NAME.mp4, .mov, .mkv, .avi, .webm, .m4v; sub-folders included) is lip-synced to the speech
@@ -12,7 +13,8 @@ JOBS is a folder, a CSV file with a header row, or a JSON-lines file (.jsonl).
   video and audio paths are relative to the job file. Every row is checked before any model loads.
 
 Each process loads the models once and claims jobs one at a time, longest first (claim files in DIR/.batch/claims
-with a heartbeat; a claim not renewed for 4 heartbeats is taken over). Outputs appear under their final name only
+with a heartbeat every 30 s; a claim not renewed for 4 heartbeats is taken over; across machines DIR must be a
+shared folder with exclusive create and atomic rename, and the clocks in step). Outputs appear under their final name only
 when complete. A rerun skips finished jobs (failed ones too, unless --retry-failed) and finishes what a stopped run
 left. At the end: DIR/batch_report.json and DIR/batch_report.csv, and a summary line. Exit status 0 when every job
 has finished (failed ones included: see the report), 2 for bad options or jobs, 1 when the models cannot load.
