@@ -114,6 +114,7 @@ def test_two_processes_write_four_outputs_once_and_record_two_failures(story):
     assert len(rows) == 6 and rows["c_eight"]["status"] == "done" and rows["c_eight"]["output_frames"] == "8"
     assert rows["lonely"]["status"] == "failed" and rows["lonely"]["error"] == report["lonely"]["error"]
     assert {p["process"] for p in report[""]["processes"]} == {0, 1}
+    assert first.stderr.count("loading U-Net") <= 2  # once per process, reused for every job it ran
     assert _leftovers(out) == []
 
 
