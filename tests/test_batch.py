@@ -247,3 +247,19 @@ def test_a_claim_of_a_process_that_ended_on_this_host_is_taken_over_at_once(tmp_
         assert taken is not None and taken.generation == 1
         board.release(taken)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_score_adds_the_outputs_sync_confidence_and_offset(tiny_model_set, tmp_path):
+    from latentsync.batch.report import Ledger, csv_row
+    from latentsync.batch.worker import BatchWorker
+    from latentsync.options import ModelOptions
+
+    video = mf.encode(tmp_path / "talk.mp4", mf.clip_frames(20), 15, audio=mf.speech(16000, 1, 20 / 15),
+                      sample_rate=16000)
+    model = ModelOptions(models=tiny_model_set, face_backend="offline", download=False)
+    worker = BatchWorker({}, Ledger(tmp_path / "out"), model, "cpu", 0, "run", score=True, log=lambda _m: None)
+    scored = worker._score(video)
+    assert set(scored["score"]) == {"confidence", "offset_frames", "distance"}, scored
+    assert -15 <= scored["score"]["offset_frames"] <= 15
+    row = csv_row({"status": "done", **scored})
+    assert row["sync_confidence"] == scored["score"]["confidence"] and row["sync_offset_frames"] != ""
