@@ -29,6 +29,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The errors the command line reports as one line (`error_text`): bad input, missing model, unwritable
+    output. Anything else is a bug and keeps its traceback."""
+    from .dependencies import MissingDependencyError
+    from .hub import ModelLoadError, ModelNotFoundError
+    from .video_io import OutputError
+
+    return (ModelNotFoundError, ModelLoadError, FileNotFoundError, FileExistsError, IsADirectoryError, ValueError,
+            OutputError, MissingDependencyError)
+
+
+def error_text(e: BaseException) -> str:
+    from .video_io import OutputError
+
+    return str(e.strerror if isinstance(e, OutputError) and e.strerror else e)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .dependencies import MissingDependencyError, require_opencv
 
@@ -38,10 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     args = build_parser().parse_args(argv)
-    from .hub import ModelLoadError, ModelNotFoundError
     from .options import LipSyncOptions, ModelOptions, OptionError
     from .runner import run_lipsync
-    from .video_io import OutputError
 
     try:
         options = LipSyncOptions.from_args(args)
@@ -53,9 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_lipsync(video=args.video, audio=args.audio, out=args.out, options=options, model=model,
                     log=(lambda *a: None) if args.quiet else _log, report=args.report, overwrite=args.overwrite)
-    except (ModelNotFoundError, ModelLoadError, FileNotFoundError, FileExistsError, IsADirectoryError, ValueError,
-            OutputError, MissingDependencyError) as e:
-        print(f"error: {e.strerror if isinstance(e, OutputError) and e.strerror else e}", file=sys.stderr)
+    except user_errors() as e:
+        print(f"error: {error_text(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cancelled: nothing was written", file=sys.stderr)

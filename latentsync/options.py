@@ -23,7 +23,7 @@ from .devices import DEVICES
 from .face.gaps import DEFAULT_MAX_GAP
 from .timeline import LENGTH_MODES
 
-FACE_SELECTIONS = ("largest", "index")
+FACE_SELECTIONS = ("largest", "index", "center")
 DTYPE_NAMES = ("auto", "fp32", "bf16", "fp16")
 FACE_BACKENDS = ("auto", "insightface", "offline")
 VERSIONS = ("1.5", "1.6")
@@ -177,9 +177,13 @@ class LipSyncOptions(_Options):
                           f"alignment (default {DEFAULT_MAX_GAP}; 0: off); longer gaps pass through unchanged",
                           minimum=0)
     strict_faces: bool = option(False, "fail on the first frame without a face instead of passing it through")
-    face_selection: str = option("largest", "which face when there are several (then tracked): the largest, or the "
-                                 "--face-index-th from the left", choices=FACE_SELECTIONS)
+    face_selection: str = option("largest", "which face when there are several (then tracked): the largest, the "
+                                 "--face-index-th from the left, or the one nearest the centre of the frame",
+                                 choices=FACE_SELECTIONS)
     face_index: int = option(0, "with --face-selection index: which face, counted from the left from 0", minimum=0)
+    face_threshold: float = option(0.5, "detection confidence a face needs to be used (official: 0.5); higher "
+                                   "ignores faint or background faces. The detector's own floor still applies "
+                                   "(InsightFace 0.5, the offline detector 0.8)", minimum=0.0, maximum=1.0)
 
     def pipeline_kwargs(self) -> dict:
         """The keyword arguments of `LipSyncPipeline.run` these options set."""
@@ -187,10 +191,17 @@ class LipSyncOptions(_Options):
                     deepcache_interval=self.deepcache_interval, seed=self.seed, max_gap=self.max_gap,
                     strict_faces=self.strict_faces)
 
-    def face_selector(self):
+    def face_selector(self, frame_size: tuple[int, int] | None = None):
+        """The face selector of these options; `frame_size` (H, W) is needed for "center"."""
         from .face.selection import FaceSelector
 
-        return FaceSelector(mode=self.face_selection, index=int(self.face_index))
+        if self.face_selection == "center":
+            if frame_size is None:
+                raise ValueError("face selection 'center' needs the frame size")
+            h, w = frame_size
+            return FaceSelector(mode="nearest", point=(w / 2, h / 2), min_score=float(self.face_threshold))
+        return FaceSelector(mode=self.face_selection, index=int(self.face_index),
+                            min_score=float(self.face_threshold))
 
 
 @dataclass(frozen=True)

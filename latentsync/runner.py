@@ -103,10 +103,15 @@ def write_report(path: Path, report: dict) -> None:
 
 def run_lipsync(video: Path, audio: Path | None, out: Path, options: LipSyncOptions | None = None,
                 model: ModelOptions | None = None, log: Log = print, report: Path | None = None,
-                overwrite: bool = False) -> LipSyncReport:
+                overwrite: bool = False, pipeline: Callable[[], LipSyncPipeline] | None = None,
+                before_commit: Callable[[], None] | None = None) -> LipSyncReport:
     """Lip-sync `video` to `audio` (None: the video's own audio track) into `out` (H.264 + AAC, written
     progressively) with the given options (default: the defaults). Returns the run's report (also written to
-    `report` as JSON when given)."""
+    `report` as JSON when given).
+
+    `pipeline`: a function giving an already built pipeline to reuse (the batch runner loads the models once per
+    process; called only once the inputs have opened); default: build one from `model`. `before_commit`: called
+    when the output is complete, before it takes its final name (raise to throw it away)."""
     from .precision import cpu_time_warning
     from .video_io import MediaError, VideoFileSource, VideoWriter, has_audio, read_audio
 
@@ -140,9 +145,14 @@ def run_lipsync(video: Path, audio: Path | None, out: Path, options: LipSyncOpti
         with VideoWriter(out, plan.fps, source.frame_size, audio=waveform, sample_rate=sample_rate,
                          audio_samples=plan.audio_samples(sample_rate), base=None if plan.constant else plan.base,
                          overwrite=overwrite, inputs=inputs, log=log) as writer:
-            pipe, _ = build_pipeline(model.models, model.version, model.face_backend, device,
-                                     dtype=model.torch_dtype(), download=model.download, log=log,
-                                     selector=options.face_selector())
+            selector = options.face_selector(source.frame_size)
+            if pipeline is None:
+                pipe, _ = build_pipeline(model.models, model.version, model.face_backend, device,
+                                         dtype=model.torch_dtype(), download=model.download, log=log,
+                                         selector=selector)
+            else:
+                pipe = pipeline()
+                pipe.selector = selector  # reset for this video by the pipeline's face tracker
             if torch.device(device).type == "cpu":
                 unet_dtype = next(pipe.unet.parameters()).dtype
                 log(cpu_time_warning(resolution, unet_dtype, options.steps,
@@ -159,6 +169,8 @@ def run_lipsync(video: Path, audio: Path | None, out: Path, options: LipSyncOpti
 
             result = pipe.run(source, plan, waveform, sample_rate, writer, progress=progress,
                               **options.pipeline_kwargs())
+            if before_commit is not None:
+                before_commit()
             writer.close()
     finally:
         source.close()

@@ -328,6 +328,21 @@ def read_audio(path: MediaSource, name: str | None = None) -> tuple[torch.Tensor
         return _decode_audio(container, what)
 
 
+def media_duration(path: str | Path) -> float | None:
+    """Seconds of the first video stream (else the container) from the header, without decoding; None when the
+    file cannot be opened (a batch orders its jobs by this, longest first)."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0] if container.streams.video else None
+            if stream is not None and stream.duration is not None and stream.time_base:
+                return float(stream.duration * stream.time_base)
+            if container.duration is not None:
+                return container.duration / 1_000_000
+    except (av.error.FFmpegError, OSError, ValueError):
+        return None
+    return None
+
+
 def has_audio(path: MediaSource) -> bool:
     with _open(path) as container:
         return bool(container.streams.audio)

@@ -24,6 +24,7 @@ from ..latentsync.timeline import LENGTH_MODES
 from ..latentsync.video_io import MediaError, VideoFileSource, VideoWriter, has_audio, read_audio
 
 from . import runtime
+from .faces import DEFAULT_THRESHOLD, SELECTION_MODES, face_choice_inputs, face_threshold_input
 from .score import add_output_score, score_switch
 from .types import FaceAnalyzer, LatentSyncModel, WhisperModel, audio_to_waveform, to_fraction, waveform_to_audio
 
@@ -38,7 +39,8 @@ def node_options(seed, steps, guidance, deepcache, deepcache_interval, length_mo
                           max_gap=int(max_face_gap), strict_faces=bool(strict_faces), **more).validate()
 
 
-def make_pipeline(model, vae, whisper, face_analyzer, options: LipSyncOptions) -> LipSyncPipeline:
+def make_pipeline(model, vae, whisper, face_analyzer, options: LipSyncOptions,
+                  frame_size: tuple[int, int]) -> LipSyncPipeline:
     return LipSyncPipeline(
         unet=runtime.ManagedUNet(model.patcher, runtime.unet_memory_estimate(model.resolution, WINDOW, model.dtype)),
         vae_codec=runtime.ComfyVAECodec(vae),
@@ -47,7 +49,7 @@ def make_pipeline(model, vae, whisper, face_analyzer, options: LipSyncOptions) -
         mask=model.mask,
         resolution=model.resolution,
         device=runtime.torch_device(),
-        selector=options.face_selector(),
+        selector=options.face_selector(frame_size),
     )
 
 
@@ -130,6 +132,11 @@ def _length_and_face_inputs() -> list:
     ]
 
 
+def _speaker_inputs() -> list:
+    """Which face to lip-sync; optional and after every older input, defaults as before they existed."""
+    return [*face_choice_inputs("lip-synced", optional=True, modes=SELECTION_MODES), face_threshold_input()]
+
+
 def validate_length_mode(length_mode) -> bool | str:
     """Checked when the prompt is queued: ComfyUI 0.3.75 does not check a V3 combo's value against its options, so
     an unknown length mode is rejected here (with the choices) instead of failing after the video is opened."""
@@ -157,6 +164,7 @@ class LatentSyncLipSyncVideo(io.ComfyNode):
                 *_sampling_inputs(),
                 *_length_and_face_inputs(),
                 score_switch(),
+                *_speaker_inputs(),
             ],
             outputs=[io.Video.Output(display_name="video", tooltip="The lip-synced video with the audio.")],
         )
@@ -168,9 +176,11 @@ class LatentSyncLipSyncVideo(io.ComfyNode):
     @classmethod
     def execute(cls, video, model, vae, whisper, face_analyzer, seed, steps, guidance, deepcache,
                 deepcache_interval, audio=None, length_mode="pingpong", max_face_gap=DEFAULT_MAX_GAP,
-                strict_faces=False, score=False) -> io.NodeOutput:
+                strict_faces=False, score=False, face_selection="largest", face_index=0,
+                face_threshold=DEFAULT_THRESHOLD) -> io.NodeOutput:
         options = node_options(seed, steps, guidance, deepcache, deepcache_interval, length_mode, max_face_gap,
-                               strict_faces)
+                               strict_faces, face_selection=face_selection, face_index=int(face_index),
+                               face_threshold=float(face_threshold))
         source, own_audio, path = open_video(video)
         try:
             if audio is None:
@@ -178,7 +188,7 @@ class LatentSyncLipSyncVideo(io.ComfyNode):
                 if audio is None:
                     raise MediaError(f"{path or 'the video'} has no audio track: connect an AUDIO input "
                                      "(e.g. Load Audio)")
-            pipe = make_pipeline(model, vae, whisper, face_analyzer, options)
+            pipe = make_pipeline(model, vae, whisper, face_analyzer, options, source.frame_size)
             plan, waveform, sample_rate, notes = prepare(pipe, model, source, audio, options)
             folder = os.path.join(folder_paths.get_temp_directory(), TEMP_SUBFOLDER)
             os.makedirs(folder, exist_ok=True)
@@ -217,6 +227,7 @@ class LatentSyncLipSyncImages(io.ComfyNode):
                 *_sampling_inputs(),
                 *_length_and_face_inputs(),
                 score_switch(),
+                *_speaker_inputs(),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="Lip-synced frames."),
@@ -231,11 +242,13 @@ class LatentSyncLipSyncImages(io.ComfyNode):
     @classmethod
     def execute(cls, images, audio, frame_rate, model, vae, whisper, face_analyzer, seed, steps, guidance,
                 deepcache, deepcache_interval, length_mode="pingpong", max_face_gap=DEFAULT_MAX_GAP,
-                strict_faces=False, score=False) -> io.NodeOutput:
+                strict_faces=False, score=False, face_selection="largest", face_index=0,
+                face_threshold=DEFAULT_THRESHOLD) -> io.NodeOutput:
         options = node_options(seed, steps, guidance, deepcache, deepcache_interval, length_mode, max_face_gap,
-                               strict_faces)
+                               strict_faces, face_selection=face_selection, face_index=int(face_index),
+                               face_threshold=float(face_threshold))
         source = TensorFrameSource(images, fps=to_fraction(frame_rate))  # converted to uint8 window by window
-        pipe = make_pipeline(model, vae, whisper, face_analyzer, options)
+        pipe = make_pipeline(model, vae, whisper, face_analyzer, options, source.frame_size)
         plan, waveform, sample_rate, notes = prepare(pipe, model, source, audio, options)
         sink = TensorSink(len(plan), source.frame_size, torch.float32)  # the output IMAGE, filled window by window
         ui = stream(pipe, source, plan, waveform, sample_rate, sink, notes, options)

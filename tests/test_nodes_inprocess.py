@@ -576,3 +576,31 @@ def test_pack_without_opencv_does_not_load_and_names_install_py(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "cv2" else real(name, *a))
     with pytest.raises(ImportError, match=r"needs OpenCV \(module cv2.*install\.py"):
         sys.modules[f"{PACK.__name__}.nodes"].all_nodes()
+
+
+def test_both_one_node_paths_and_the_detect_node_choose_the_speaker_with_optional_inputs():
+    for node_id in ("LatentSyncLipSyncVideo", "LatentSyncLipSyncImages", "LatentSyncDetectFaces"):
+        inputs = N[node_id].GET_SCHEMA().inputs
+        by_name = {i.id: i for i in inputs}
+        assert by_name["face_selection"].options == ["largest", "index", "center"]
+        assert by_name["face_selection"].default == "largest" and by_name["face_index"].default == 0
+        assert by_name["face_threshold"].default == 0.5 and by_name["face_threshold"].optional
+    for node_id in ("LatentSyncLipSyncVideo", "LatentSyncLipSyncImages"):  # appended last: saved workflows load
+        inputs = N[node_id].GET_SCHEMA().inputs
+        assert [i.id for i in inputs[-3:]] == ["face_selection", "face_index", "face_threshold"]
+        assert all(i.optional for i in inputs[-3:])
+    assert N["LatentSyncSyncScore"].GET_SCHEMA().inputs  # the score node keeps its own two modes
+    score_modes = {i.id: i for i in N["LatentSyncSyncScore"].GET_SCHEMA().inputs}["face_selection"].options
+    assert score_modes == ["largest", "index"]
+
+
+def test_images_node_takes_the_face_choice(loaded):
+    model, vae, whisper, faces = loaded
+    images = random_frames(2, 24, 24, seed=9)
+    out_images, _ = N["LatentSyncLipSyncImages"].execute(
+        images, tone(0.2, 16000), 10.0, model, vae, whisper, faces, 1, 1, 1.0, False, 3,
+        face_selection="center", face_index=0, face_threshold=0.9).result
+    assert torch.equal(out_images, images)  # no face in noise: passed through, whatever the choice
+    with pytest.raises(ValueError, match="face threshold must be at most 1.0"):
+        N["LatentSyncLipSyncImages"].execute(images, tone(0.2, 16000), 10.0, model, vae, whisper, faces, 1, 1, 1.0,
+                                             False, 3, face_threshold=2.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from latentsync.options import LipSyncOptions, ModelOptions, OptionError
@@ -53,3 +54,28 @@ def test_the_command_line_is_built_from_the_fields():
     assert o.pipeline_kwargs()["deepcache"] is False
     with pytest.raises(SystemExit):
         parser.parse_args(["--length-mode", "sideways"])
+
+
+def test_face_choice_center_and_threshold_from_the_command_line_to_the_selector():
+    from latentsync.face.types import DetectedFace
+
+    parser = argparse.ArgumentParser()
+    LipSyncOptions.add_arguments(parser)
+    o = LipSyncOptions.from_args(parser.parse_args(["--face-selection", "center", "--face-threshold", "0.8"]))
+    assert (o.face_selection, o.face_threshold) == ("center", 0.8)
+    assert LipSyncOptions().face_threshold == 0.5  # the official detection threshold, as before
+
+    def face(x1, score=0.9, width=100):
+        return DetectedFace(bbox=np.array([x1, 100, x1 + width, 220], float), landmarks=np.zeros((5, 2)),
+                            score=score, points3=np.zeros((3, 2)))
+
+    left, middle, right = face(0), face(350), face(700, score=0.95, width=110)
+    frame = (400, 900)  # (H, W): the centre is x = 450
+    assert LipSyncOptions().face_selector(frame).select([left, middle, right]) is right  # the largest, as before
+    assert o.replace(face_threshold=0.5).face_selector(frame).select([right, left, middle]) is middle
+    assert o.face_selector(frame).select([face(350, score=0.7), right]) is right  # the centre face is too faint
+    assert LipSyncOptions(face_threshold=0.96).face_selector(frame).select([right]) is None
+    with pytest.raises(OptionError, match="face threshold must be at most 1.0"):
+        LipSyncOptions.from_mapping({"face_threshold": "1.5"})
+    with pytest.raises(ValueError, match="needs the frame size"):
+        o.face_selector()

@@ -30,7 +30,7 @@ from . import runtime
 from .aux_models import models_root
 from .config import ConfigError, require
 from .data.audio_cache import cache_for, data_root, fill_caches
-from .data.clip_set import admit_clips
+from .data.clip_index import indexed_clips
 from .data.clips import list_clips
 from .data.holdout import holdout_split
 from .data.syncnet_dataset import SyncNetDataset
@@ -101,7 +101,7 @@ def build_datasets(cfg: DictConfig, accelerator, output_dir: Path):
                            "audio_mel_cache_dir": data.get("audio_mel_cache_dir")}, output_dir)
         fill_caches(cache, clips, accelerator.process_index, accelerator.num_processes, embeds=False)
         accelerator.wait_for_everyone()
-        admitted = admit_clips(clips, cache, int(data.num_frames), float(data.video_fps))
+        admitted = indexed_clips(accelerator, clips, cache, int(data.num_frames), float(data.video_fps))
         return SyncNetDataset(admitted, cache, int(data.resolution), int(data.num_frames),
                               lower_half=bool(data.lower_half) and not latent, fps=float(data.video_fps), seed=seed,
                               stack=not latent)

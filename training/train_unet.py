@@ -28,7 +28,7 @@ from . import runtime
 from .aux_models import build_stable_syncnet, build_videomae, locate_frozen_files, models_root
 from .config import require
 from .data.audio_cache import cache_for, fill_caches
-from .data.clip_set import admit_clips
+from .data.clip_index import indexed_clips
 from .data.clips import list_clips
 from .data.unet_dataset import UNetDataset
 from .init_weights import log_report, require_frozen_loaded
@@ -149,7 +149,7 @@ def build_dataset(cfg: DictConfig, accelerator, output_dir: Path, whisper_path: 
     cache = cache_for(data, output_dir, whisper=encoder.features)
     fill_caches(cache, clips, accelerator.process_index, accelerator.num_processes, embeds=True)
     accelerator.wait_for_everyone()
-    admitted = admit_clips(clips, cache, int(data.num_frames), float(data.video_fps))
+    admitted = indexed_clips(accelerator, clips, cache, int(data.num_frames), float(data.video_fps))
     return UNetDataset(admitted, cache, mask, int(data.resolution), int(data.num_frames), float(data.video_fps),
                        seed=int(cfg.run.seed))
 

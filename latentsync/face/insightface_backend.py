@@ -58,7 +58,7 @@ class InsightFaceDetector:
             raise MissingDependencyError(missing_package_message(
                 f"insightface and onnxruntime (no module {e.name!r})", "the InsightFace face detector")) from e
         providers = onnx_providers(device)
-        ctx_id = 0 if providers[0] == "CUDAExecutionProvider" else -1
+        ctx_id = 0 if "CUDAExecutionProvider" in str(providers[0]) else -1
         self._face_cls = Face
         self.det_model = get_model(str(det_path), providers=providers)
         self.lmk_model = get_model(str(lmk_path), providers=providers)

@@ -26,8 +26,9 @@ class FaceSelector:
     """Per-frame choice of one face.
 
     mode "largest" (official rule: largest box area), "index" (the `index`-th face counted left to right by box
-    centre), "nearest" (face whose box centre is closest to `point` (x, y)). `official_filter` drops faces the
-    official code skips (w<50, h<80, aspect outside 0.2..1.5, score<0.5). With `track` (default), after the
+    centre), "nearest" (face whose box centre is closest to `point` (x, y)). Faces the detector is less sure of than
+    `min_score` are dropped (official: 0.5); `official_filter` also drops faces the official code skips (w<50, h<80,
+    aspect outside 0.2..1.5). With `track` (default), after the
     first frame with a face, the face overlapping the previous choice most (IoU; ties/no overlap: nearest centre)
     is taken, so the choice stays on the same person; the mode only picks the first one (and a new one after
     `max_gap` frames without a face). Frames without an acceptable face give None.
@@ -37,6 +38,7 @@ class FaceSelector:
     index: int = 0
     point: tuple[float, float] | None = None
     official_filter: bool = True
+    min_score: float = 0.5
     track: bool = True
     max_gap: int = 25
 
@@ -47,6 +49,8 @@ class FaceSelector:
             raise ValueError("selection mode 'nearest' needs point=(x, y)")
         if self.index < 0:
             raise ValueError(f"index must be >= 0, got {self.index}")
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ValueError(f"min_score must be between 0 and 1, got {self.min_score}")
         self.reset()
 
     def reset(self) -> None:
@@ -71,7 +75,8 @@ class FaceSelector:
 
     def select(self, faces: Iterable[DetectedFace]) -> DetectedFace | None:
         """Choose from one frame's detections (call once per frame, in order)."""
-        faces = [f for f in faces if not self.official_filter or passes_official_filter(f.bbox, f.score)]
+        faces = [f for f in faces if f.score >= self.min_score
+                 and (not self.official_filter or passes_official_filter(f.bbox, f.score, self.min_score))]
         if not faces:
             self._gap += 1
             if self._gap > self.max_gap:

@@ -32,13 +32,17 @@ def raw_videos(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def prepared(raw_videos, training_models, tmp_path_factory) -> dict:
-    """prepare_data with 2 worker processes, without the sync filter (exercised by the re-run test)."""
+    """prepare_data split across 2 processes by `accelerate launch`, without the sync filter (exercised by the
+    re-run test)."""
     out = tmp_path_factory.mktemp("prepared")
     folder = raw_videos["cut"].parent
-    proc = run_module([sys.executable, "-m", "training.prepare_data", "--input", str(folder), "--output", str(out),
-                       "--models", str(training_models), "--workers", "2", "--no-sync-filter", *PREPARE_ARGS])
+    accelerate = Path(sys.executable).with_name("accelerate")
+    proc = run_module([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                       "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "training.prepare_data",
+                       "--input", str(folder), "--output", str(out), "--models", str(training_models),
+                       "--no-sync-filter", *PREPARE_ARGS])
     report = json.loads((out / "report.json").read_text())
-    return {"dir": out, "input_dir": folder, "report": report, "stdout": proc.stdout,
+    return {"dir": out, "input_dir": folder, "report": report, "stdout": proc.stdout, "stderr": proc.stderr,
             "clips": (out / "fileslist.txt").read_text().split()}
 
 

@@ -59,6 +59,16 @@ def test_broken_and_faceless_inputs_are_reported_and_skipped(prepared):
     assert "5 inputs, 0 already done, 5 to process" in prepared["stdout"]
 
 
+def test_two_processes_do_each_input_once_into_one_report(prepared):
+    inputs = [e["input"] for e in prepared["report"]["inputs"]]
+    assert len(inputs) == len(set(inputs)) == 5
+    for name in inputs:  # each claimed and done by exactly one of the two processes
+        assert prepared["stderr"].count(f": {name} (process ") == 1, prepared["stderr"][-3000:]
+    assert "by 2 processes" in prepared["stdout"]
+    state = prepared["dir"] / ".prepare_state"
+    assert list((state / "claims").iterdir()) == [] and not list(state.glob("*.failed"))
+
+
 def test_second_run_skips_finished_inputs_and_sync_filters_the_new_one(prepared, training_models):
     folder, out = prepared["input_dir"], prepared["dir"]
     before = {p.name: p.stat().st_mtime_ns for p in (out / "clips").iterdir()}

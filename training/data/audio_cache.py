@@ -102,12 +102,13 @@ def data_root(data_cfg) -> Path | None:
 
 
 def fill_caches(cache: AudioFeatureCache, clips: list[Path], rank: int, world: int, embeds: bool) -> None:
-    """Compute the missing cache entries once, split between the processes (call a barrier afterwards). A clip
-    whose audio does not decode is left out here; `admit_clips` reports it."""
+    """Compute the missing cache entries once, split between the processes (call a barrier afterwards). What is on
+    disk is not read again here; a clip whose audio does not decode is left out here (`admit_clips` reports it)."""
     for clip in clips[rank::world]:
         try:
-            cache.mel(clip)
-            if embeds:
+            if not cache.mel_path(clip).is_file():
+                cache.mel(clip)
+            if embeds and not cache.embeds_path(clip).is_file():
                 cache.embeds(clip)
         except DECODE_ERRORS:
             continue
