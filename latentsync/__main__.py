@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fail on the first frame without a face instead of passing it through")
     p.add_argument("--report", type=Path, default=None,
                    help="write a JSON report: frames, length mode, which frames were processed / bridged / passed")
+    p.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
+                   help="a LoRA file of the U-Net (training.train_unet with lora.rank > 0) merged into the weights "
+                        "with STRENGTH (default 1; 0: the base U-Net); repeat for several")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=1.5)
     p.add_argument("--seed", type=int, default=1247)
@@ -61,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .hub import ModelLoadError, ModelNotFoundError
+    from .models.lora import parse_lora_spec
     from .runner import run_lipsync
     from .video_io import OutputError
 
@@ -78,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                     log=(lambda *a: None) if args.quiet else _log, length_mode=args.length_mode,
                     max_gap=args.max_gap, strict_faces=args.strict_faces, report=args.report,
                     dtype=DTYPES[args.dtype], overwrite=args.overwrite, face_selection=args.face_selection,
-                    face_index=args.face_index)
+                    face_index=args.face_index, loras=[parse_lora_spec(spec) for spec in args.lora])
     except (ModelNotFoundError, ModelLoadError, FileNotFoundError, FileExistsError, IsADirectoryError, ValueError,
             OutputError) as e:
         print(f"error: {e.strerror if isinstance(e, OutputError) and e.strerror else e}", file=sys.stderr)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -42,9 +42,10 @@ def _load(what: str, path, load: Callable[[], object]):
 
 def build_pipeline(models: Path, version: str = "1.5", face_backend: str = "auto", device: str = "cpu",
                    dtype: torch.dtype | None = None, download: bool = True, log: Log = print,
-                   selector=None) -> tuple[LipSyncPipeline, bool]:
+                   selector=None, loras: Sequence[tuple[Path, float]] = ()) -> tuple[LipSyncPipeline, bool]:
     """Locate (or download) every file of a model set and build the pipeline. Returns (pipeline, is_tiny).
-    A dtype the device runs badly (bf16 on a CPU without native bf16, fp16 on a CPU) is replaced by fp32."""
+    A dtype the device runs badly (bf16 on a CPU without native bf16, fp16 on a CPU) is replaced by fp32.
+    `loras`: (LoRA file, strength) pairs merged into the U-Net's weights."""
     from .audio.whisper_encoder import WhisperAudioEncoder
     from .face.backend_choice import choose_face_backend
     from .face.detector import create_face_detector
@@ -62,8 +63,10 @@ def build_pipeline(models: Path, version: str = "1.5", face_backend: str = "auto
         log("NOTE: using the TINY RANDOM model set (official weights not available): the pipeline runs end to end, "
             "but the generated mouth is noise. Put the official files in the models folder for real results.")
     log(f"loading U-Net {model_set.unet} ({dtype}, {device})")
+    for path, strength in loras:
+        log(f"LoRA {path} at strength {strength:g}")
     unet = _load("LatentSync U-Net", model_set.unet, lambda: load_unet(
-        model_set.unet, config=model_set.unet_config_dict(), device=device, dtype=dtype).eval())
+        model_set.unet, config=model_set.unet_config_dict(), device=device, dtype=dtype, loras=loras).eval())
     log(f"loading Whisper {model_set.whisper}")
     encoder = _load("Whisper model", model_set.whisper,
                     lambda: WhisperAudioEncoder.from_file(model_set.whisper, device=device))
@@ -105,7 +108,8 @@ def run_lipsync(video: Path, audio: Path | None, out: Path, version: str = "1.5"
                 deepcache: bool = True, device: str = "cpu", download: bool = True, log: Log = print,
                 length_mode: str = "pingpong", max_gap: int = DEFAULT_MAX_GAP, strict_faces: bool = False,
                 report: Path | None = None, dtype: torch.dtype | None = None, overwrite: bool = False,
-                face_selection: str = "largest", face_index: int = 0) -> LipSyncReport:
+                face_selection: str = "largest", face_index: int = 0,
+                loras: Sequence[tuple[Path, float]] = ()) -> LipSyncReport:
     """Lip-sync `video` to `audio` (None: the video's own audio track) into `out` (H.264 + AAC, written
     progressively). Returns the run's report (also written to `report` as JSON when given)."""
     from .face.selection import FaceSelector
@@ -119,6 +123,7 @@ def run_lipsync(video: Path, audio: Path | None, out: Path, version: str = "1.5"
     selector = FaceSelector(mode=face_selection, index=int(face_index))
     video = _input_file(video, "video")
     audio = _input_file(audio, "audio") if audio is not None else None
+    loras = [(_input_file(path, "LoRA"), float(strength)) for path, strength in loras]
     out = Path(out).expanduser()
     if report is not None and not Path(report).expanduser().parent.is_dir():
         raise FileNotFoundError(f"report folder does not exist: {Path(report).expanduser().parent}")
@@ -145,7 +150,7 @@ def run_lipsync(video: Path, audio: Path | None, out: Path, version: str = "1.5"
                          audio_samples=plan.audio_samples(sample_rate), base=None if plan.constant else plan.base,
                          overwrite=overwrite, inputs=inputs, log=log) as writer:
             pipe, _ = build_pipeline(models, version, face_backend, device, dtype=dtype, download=download, log=log,
-                                     selector=selector)
+                                     selector=selector, loras=loras)
             if torch.device(device).type == "cpu":
                 unet_dtype = next(pipe.unet.parameters()).dtype
                 log(cpu_time_warning(resolution, unet_dtype, steps, 3 if deepcache else 1, guidance,
