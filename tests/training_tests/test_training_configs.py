@@ -39,7 +39,7 @@ def test_unet_configs_build_and_take_the_common_shortcuts(name):
     if name == "finetune_person":  # the released architecture with the efficient subset
         assert len(unet.state_dict()) == 1246
         assert sum(unet.get_parameter(n).numel() for n in chosen) == 451_515_520
-    if name == "finetune_person_lora":  # rank-32 adapters on 576 projections: the README's figure
+    if name == "finetune_person_lora":  # rank-32 adapters (A and B) on 288 projections: the README figure
         assert len(chosen) == 576 and sum(unet.get_parameter(n).numel() for n in chosen) == 14_995_456
     if name == "smoke_lora":
         assert sum(unet.get_parameter(n).numel() for n in chosen) == 73_216
