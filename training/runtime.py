@@ -45,10 +45,8 @@ def make_accelerator(cfg: DictConfig):
     process-group timeout (`run.process_group_timeout_s`: the other ranks wait that long for the main process's
     validation and checkpoint export), resumable states rotated by accelerate (`ckpt.keep_states`), a tracker
     (`run.log_with`) under `<output_dir>/logs`, and the per-process seed `run.seed + rank`."""
-    from datetime import timedelta
-
     from accelerate import Accelerator
-    from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, set_seed
+    from accelerate.utils import ProjectConfiguration, set_seed
 
     output_dir = Path(require(cfg, "run.output_dir")).expanduser()
     precision = str(cfg.run.mixed_precision)
@@ -65,14 +63,13 @@ def make_accelerator(cfg: DictConfig):
                                    automatic_checkpoint_naming=True,
                                    total_limit=int(keep) if keep not in (None, 0) else None,
                                    save_on_each_node=bool(cfg.ckpt.get("save_on_each_node", False)))
-    timeout = InitProcessGroupKwargs(timeout=timedelta(seconds=float(cfg.run.get("process_group_timeout_s", 1800))))
     # Several processes without CUDA (`accelerate launch --multi_gpu --num_processes N` on a CPU machine): DDP over
     # gloo on the CPU; accelerate only picks that backend when asked for the CPU.
     cpu_ddp = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = Accelerator(mixed_precision=precision,
                               gradient_accumulation_steps=int(cfg.run.gradient_accumulation_steps),
                               log_with=None if tracker == "none" else tracker, project_config=project, cpu=cpu_ddp,
-                              kwargs_handlers=[timeout])
+                              kwargs_handlers=[process_group_kwargs(cfg)])
     set_seed(int(cfg.run.seed) + accelerator.process_index)
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")
@@ -86,6 +83,19 @@ def make_accelerator(cfg: DictConfig):
                                   config=OmegaConf.to_container(cfg, resolve=True))
     accelerator.wait_for_everyone()
     return accelerator, output_dir
+
+
+def process_group_kwargs(cfg: DictConfig):
+    """`run.process_group_timeout_s` as accelerate's `InitProcessGroupKwargs`: how long a collective (the barrier
+    after the main process's validation and export) waits before the run fails."""
+    from datetime import timedelta
+
+    from accelerate.utils import InitProcessGroupKwargs
+
+    seconds = float(cfg.run.get("process_group_timeout_s") or 1800)
+    if seconds <= 0:
+        raise ConfigError(f"run.process_group_timeout_s must be positive, got {seconds}")
+    return InitProcessGroupKwargs(timeout=timedelta(seconds=seconds))
 
 
 def tracker_name(cfg: DictConfig) -> str:

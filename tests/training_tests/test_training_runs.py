@@ -4,6 +4,7 @@ overfitting one batch, a run resumed from the step-2 state reproduces the uninte
 see different samples (that the sample order itself resumes is tested in test_training_configs), and the stage-2 checkpoint runs in the node pack on the real ComfyUI server."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -78,9 +79,9 @@ def test_syncnet_overfits_one_batch_resumes_exactly_and_writes_a_loadable_checkp
 
 # ---------------------------------------------------------------------------------------------------------- U-Net
 
-# stage 2 accumulates 2 micro-batches per step (accelerator.accumulate) and saves a state every step, of which
-# accelerate keeps 2 (ProjectConfiguration.total_limit)
-STAGE2 = ["run.gradient_accumulation_steps=2", "ckpt.save_state_steps=1", "ckpt.keep_states=2"]
+# stage 2 accumulates 2 micro-batches per step (accelerator.accumulate), keeps an EMA of its weights, and saves a
+# state every step, of which accelerate keeps 2 (ProjectConfiguration.total_limit)
+STAGE2 = ["run.gradient_accumulation_steps=2", "ckpt.save_state_steps=1", "ckpt.keep_states=2", "run.use_ema=true"]
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +126,8 @@ def test_unet_overfits_one_batch(stage_runs, stage):
 def test_stage2_accumulates_keeps_two_states_and_resumes_with_the_same_next_step_loss(stage_runs):
     run = stage_runs("stage2")
     assert run["states"] == ["checkpoint_2", "checkpoint_3"]  # states of steps 1..3, total_limit 2
+    state = run["first"] / "state" / "checkpoints" / "checkpoint_3"
+    assert {"custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl"} <= {p.name for p in state.iterdir()}  # LR, EMA
     for rank, rows in samples(run["first"]).items():
         assert [len(r["sample_ids"]) for r in rows] == [2] * STEPS  # 2 micro-batches of 1 per step
     assert_same_losses(run["resumed"], run["first"], [3])
@@ -140,6 +143,8 @@ def test_stage1_validation_runs_the_pipeline_and_scores_sync(stage_runs):
     assert len(val) == 1 and val[0]["step"] == STEPS
     assert val[0]["val/faces_found"] == 1.0
     assert {"val/sync_confidence", "val/sync_offset_frames"} <= set(val[0])
+    recorded = json.loads((first / "checkpoints" / LAST / "validation.json").read_text())  # for the rotation
+    assert recorded["val/sync_confidence"] == val[0]["val/sync_confidence"]
     video = first / "validation" / f"{LAST}.mp4"
     assert video.is_file() and cs.probe(video)["frames"] > 0
 
