@@ -44,7 +44,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-offset", type=int, default=6, help="largest |audio-video offset| (frames) corrected")
     p.add_argument("--min-seconds", type=float, default=5.0)
     p.add_argument("--max-seconds", type=float, default=10.0)
-    p.add_argument("--scene-threshold", type=float, default=27.0, help="PySceneDetect ContentDetector threshold")
+    p.add_argument("--scene-detector", choices=["adaptive", "content"], default="adaptive",
+                   help="PySceneDetect detector: adaptive (AdaptiveDetector, as the official pipeline) or content")
+    p.add_argument("--scene-threshold", type=float, default=None,
+                   help="the detector's threshold (default: adaptive 2, as the official; content 27)")
     p.add_argument("--no-sync-filter", action="store_true", help="keep segments without SyncNet-v2 scoring")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-download", action="store_true", help="never download a missing model")
@@ -81,7 +84,8 @@ def build_tools(args: argparse.Namespace) -> Tools:
 def settings_of(args: argparse.Namespace) -> PrepareSettings:
     return PrepareSettings(resolution=args.resolution, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
                            min_confidence=args.min_confidence, max_offset=args.max_offset,
-                           sync_filter=not args.no_sync_filter, scene_threshold=args.scene_threshold)
+                           sync_filter=not args.no_sync_filter, scene_threshold=args.scene_threshold,
+                           scene_detector=args.scene_detector)
 
 
 def _init_worker(args: argparse.Namespace, threads: int | None = None) -> None:

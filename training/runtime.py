@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .batch_checks import BatchChecks
 from .config import ConfigError, load_config, require
 
 LOG = logging.getLogger("latentsync.training")
@@ -383,6 +384,7 @@ def train_loop(cfg: DictConfig, accelerator, output_dir: Path, model, optimizer,
                           "DeepSpeed ZeRO-3 shard across processes: set validation.every=0 and score the exported "
                           "checkpoints instead")
     max_grad_norm = float(cfg.optimizer.max_grad_norm)
+    checks = BatchChecks(accelerator, lambda c: str(dataset.clips.clips[c]), len(dataset.clips.skipped))
     while step < max_steps:
         started = time.perf_counter()
         model.train()
@@ -395,6 +397,7 @@ def train_loop(cfg: DictConfig, accelerator, output_dir: Path, model, optimizer,
             generator = step_generator(seed, rank, 0 if overfit else step, micro, accelerator.device)
             with accelerator.accumulate(model):
                 losses = losses_of(batch, generator)
+                checks.after_losses(losses, batch, step + 1)
                 accelerator.backward(losses["loss"])  # divided by the accumulation steps by accelerate
                 if accelerator.sync_gradients and max_grad_norm > 0:
                     accelerator.clip_grad_norm_(params, max_grad_norm)
@@ -410,7 +413,8 @@ def train_loop(cfg: DictConfig, accelerator, output_dir: Path, model, optimizer,
         step += 1
         metrics.samples_seen(step, seen_ids, seen_clips)
         metrics.log(step, {**{k if k == "loss" else f"loss/{k}": v for k, v in totals.items()},
-                           "lr": lr_scheduler.get_last_lr()[0], "time/step_s": time.perf_counter() - started})
+                           "lr": lr_scheduler.get_last_lr()[0], "time/step_s": time.perf_counter() - started,
+                           **checks.step_metrics()})
         progress.update(loss=totals["loss"])
         last = step == max_steps
         exporting = step % int(cfg.ckpt.save_ckpt_steps) == 0 or last

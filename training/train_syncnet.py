@@ -3,10 +3,12 @@
 Trains StableSyncNet on aligned clips: mel windows with their aligned frames (label 1) or another window of the
 same clip (label 0), loss BCE(cosine, label). Checkpoints (`<output_dir>/checkpoints/step-N/stable_syncnet.pt`,
 official format, our `syncnet_config.yaml` beside) can supervise stage 2 through `models.stable_syncnet=FILE`.
-Validation: loss and accuracy (cosine > 0.5 read as "in sync") on `validation.num_samples` held-out samples.
+Validation: loss and accuracy (cosine > 0.5 read as "in sync") on `validation.num_samples` samples of held-out
+clips (`validation.data_dir` / `fileslist`, else `validation.holdout_fraction` of the training list).
 """
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,13 +28,15 @@ from latentsync.models.stable_syncnet import (
 
 from . import runtime
 from .aux_models import models_root
-from .config import require
-from .data.audio_cache import cache_for, fill_caches
+from .config import ConfigError, require
+from .data.audio_cache import cache_for, data_root, fill_caches
 from .data.clip_set import admit_clips
 from .data.clips import list_clips
+from .data.holdout import holdout_split
 from .data.syncnet_dataset import SyncNetDataset
 
 CONFIG_NAME = "syncnet_config.yaml"
+LOG = logging.getLogger("latentsync.training")
 
 
 def model_config(cfg: DictConfig) -> dict:
@@ -66,10 +70,11 @@ def export_checkpoint(state: dict, net: StableSyncNet, folder: Path, step: int, 
 
 
 class SyncNetObjective:
-    """BCE(cosine, label) of a batch; latent-space SyncNets get VAE-encoded frames (x 0.18215)."""
+    """BCE(cosine, label) of a batch; latent-space SyncNets get VAE-encoded frames (x 0.18215), encoded
+    `vae_chunk_frames` frames at a time (the official 640: a batch of 120 x 16 frames at once would not fit)."""
 
-    def __init__(self, net, vae=None):
-        self.net, self.vae = net, vae
+    def __init__(self, net, vae=None, vae_chunk_frames: int = 640):
+        self.net, self.vae, self.vae_chunk_frames = net, vae, int(vae_chunk_frames)
 
     def visual_input(self, frames: torch.Tensor, generator) -> torch.Tensor:
         if self.vae is None:
@@ -77,7 +82,8 @@ class SyncNetObjective:
         from latentsync.vae import VAECodec
 
         b, f = frames.shape[:2]
-        latents = VAECodec(self.vae, generator=generator, batch_size=b * f).encode(frames.flatten(0, 1))
+        codec = VAECodec(self.vae, generator=generator, batch_size=min(b * f, self.vae_chunk_frames))
+        latents = codec.encode(frames.flatten(0, 1))
         return latents.unflatten(0, (b, f)).flatten(1, 2).float()  # b (f c) h w
 
     def __call__(self, batch: dict, generator, autocast) -> dict[str, torch.Tensor]:
@@ -91,10 +97,9 @@ def build_datasets(cfg: DictConfig, accelerator, output_dir: Path):
     data = cfg.data
     latent = bool(data.get("latent_space", False))
 
-    def dataset(data_dir, fileslist, seed):
-        clips = list_clips(data_dir, fileslist)
-        cache = cache_for({"data_dir": data_dir, "audio_mel_cache_dir": data.get("audio_mel_cache_dir")},
-                          output_dir)
+    def dataset(clips, data_dir, fileslist, seed):
+        cache = cache_for({"data_dir": data_dir, "fileslist": fileslist,
+                           "audio_mel_cache_dir": data.get("audio_mel_cache_dir")}, output_dir)
         fill_caches(cache, clips, accelerator.process_index, accelerator.num_processes, embeds=False)
         accelerator.wait_for_everyone()
         admitted = admit_clips(clips, cache, int(data.num_frames), float(data.video_fps))
@@ -102,15 +107,34 @@ def build_datasets(cfg: DictConfig, accelerator, output_dir: Path):
                               lower_half=bool(data.lower_half) and not latent, fps=float(data.video_fps), seed=seed,
                               stack=not latent)
 
-    train = dataset(data.get("data_dir"), data.get("fileslist"), int(cfg.run.seed))
-    v = cfg.validation
-    val = None
-    if int(v.get("every", 0) or 0):
-        if v.get("data_dir") or v.get("fileslist"):
-            val = dataset(v.get("data_dir"), v.get("fileslist"), int(cfg.run.seed) + 1)
-        else:  # no held-out set configured: other windows of the training clips
-            val = dataset(data.get("data_dir"), data.get("fileslist"), int(cfg.run.seed) + 1)
+    # The held-out clips never depend on validation.every, so a run resumed without validation trains on the same set.
+    clips, v, val = list_clips(data.get("data_dir"), data.get("fileslist")), cfg.validation, None
+    every, fraction = int(v.get("every", 0) or 0), float(v.get("holdout_fraction", 0) or 0)
+    if v.get("data_dir") or v.get("fileslist"):
+        if every:
+            val = dataset(list_clips(v.get("data_dir"), v.get("fileslist")), v.get("data_dir"), v.get("fileslist"),
+                          int(cfg.run.seed) + 1)
+    elif fraction > 0:  # held out of the training list, never other windows of the training clips
+        clips, held = holdout_split(clips, fraction, data_root(data))
+        report_holdout(held, len(clips), fraction, output_dir, accelerator.is_main_process)
+        if every:
+            val = dataset(held, data.get("data_dir"), data.get("fileslist"), int(cfg.run.seed) + 1)
+    elif every:
+        raise ConfigError("validation.every > 0 needs held-out clips: set validation.data_dir / validation.fileslist "
+                          "or validation.holdout_fraction > 0")
+    train = dataset(clips, data.get("data_dir"), data.get("fileslist"), int(cfg.run.seed))
     return train, val
+
+
+def report_holdout(held: list[Path], kept: int, fraction: float, output_dir: Path, main: bool) -> None:
+    """Log the split and list the held-out clips in `<output_dir>/logs/validation_clips.txt`."""
+    if not main:
+        return
+    listing = output_dir / "logs" / "validation_clips.txt"
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    listing.write_text("".join(f"{c}\n" for c in held), encoding="utf-8")
+    LOG.info("SyncNet validation: %d clips held out of the training list (validation.holdout_fraction=%g, chosen by "
+             "a hash of their path; %d clips train), listed in %s", len(held), fraction, kept, listing)
 
 
 @torch.no_grad()
@@ -146,7 +170,8 @@ def train(cfg: DictConfig) -> Path:
         vae.requires_grad_(False)
     dataset, val = build_datasets(cfg, accelerator, output_dir)
     net = build_syncnet(cfg, int(cfg.run.seed))
-    objective = SyncNetObjective(net, vae)
+    chunk = int(cfg.data.vae_chunk_frames)
+    objective = SyncNetObjective(net, vae, chunk)
     optimizer, make_lr = runtime.make_optimizer(cfg, list(net.parameters()), accelerator.num_processes)
     model, optimizer, lr_scheduler, ema, step = runtime.prepare_and_resume(accelerator, cfg, output_dir, net,
                                                                            optimizer, make_lr)
@@ -154,7 +179,7 @@ def train(cfg: DictConfig) -> Path:
     safetensors = bool(cfg.ckpt.get("safetensors", False))
 
     def validate(unwrapped, at_step: int) -> dict:
-        evaluator = SyncNetObjective(unwrapped, vae)
+        evaluator = SyncNetObjective(unwrapped, vae, chunk)
         result = evaluate(unwrapped, val, evaluator, int(cfg.validation.num_samples), int(cfg.data.batch_size),
                           accelerator.device)
         unwrapped.train()

@@ -31,10 +31,11 @@ from .data.audio_cache import cache_for, fill_caches
 from .data.clip_set import admit_clips
 from .data.clips import list_clips
 from .data.unet_dataset import UNetDataset
-from .losses.perceptual import build_lpips
+from .losses.perceptual import PerceptualLoss, build_lpips
 from .losses.sync import SyncLoss
 from .lora import add_lora, export_lora, lora_rank
 from .losses.trepa import TREPALoss
+from .init_weights import log_report, require_frozen_loaded
 from .unet_model import build_unet, export_checkpoint
 
 
@@ -47,8 +48,9 @@ class UNetObjective:
         self.sync, self.lpips, self.trepa = sync, lpips, trepa
         run = cfg.run
         self.pixel = bool(run.pixel_space_supervise)
+        # Without pixel supervision the sync loss reads the predicted latents (a latent-space SyncNet), as official.
         self.weights = {"recon": float(run.recon_loss_weight),
-                        "sync": float(run.sync_loss_weight) if (self.pixel and run.use_syncnet) else 0.0,
+                        "sync": float(run.sync_loss_weight) if run.use_syncnet else 0.0,
                         "lpips": float(run.perceptual_loss_weight) if self.pixel else 0.0,
                         "trepa": float(run.trepa_loss_weight) if self.pixel else 0.0}
 
@@ -77,6 +79,9 @@ class UNetObjective:
         with autocast():
             pred = unet(torch.cat([noisy, mask, masked_latents, ref_latents], dim=1), t, batch["audio_embeds"])
         losses = {"recon": F.mse_loss(pred.float(), noise.float())}
+        if not self.pixel and self.weights["sync"]:
+            pred_x0 = one_step_sampling(self.scheduler, pred.float(), t, noisy)
+            losses["sync"] = self.sync.from_latents(pred_x0, batch["mel"])
         if self.pixel and any(self.weights[k] for k in ("sync", "lpips", "trepa")):
             pred_x0 = one_step_sampling(self.scheduler, pred.float(), t, noisy)
             with autocast():
@@ -84,8 +89,7 @@ class UNetObjective:
                 decoded = self.vae.decode(z).sample.float()  # (B*F, 3, R, R), gradients flow to pred_x0
             gt_flat = gt.flatten(0, 1).to(decoded)
             if self.weights["lpips"]:
-                losses["lpips"] = self.lpips(decoded[:, :, r // 2:, :].to(self._dtype(self.lpips)),
-                                             gt_flat[:, :, r // 2:, :].to(self._dtype(self.lpips))).mean().float()
+                losses["lpips"] = self.lpips(decoded[:, :, r // 2:, :], gt_flat[:, :, r // 2:, :])
             if self.weights["trepa"]:
                 losses["trepa"] = self.trepa(decoded.unflatten(0, (b, f)).transpose(1, 2),
                                              gt_flat.unflatten(0, (b, f)).transpose(1, 2))
@@ -94,15 +98,11 @@ class UNetObjective:
         losses["loss"] = sum(self.weights[k] * v for k, v in losses.items() if k in self.weights)
         return losses
 
-    @staticmethod
-    def _dtype(module) -> torch.dtype:
-        return next(module.parameters()).dtype
-
 
 def build_objective(cfg: DictConfig, accelerator, root: Path, vae, mask) -> UNetObjective:
     run, device, dtype = cfg.run, accelerator.device, runtime.frozen_dtype(accelerator)
     pixel = bool(run.pixel_space_supervise)
-    want_sync = pixel and bool(run.use_syncnet) and float(run.sync_loss_weight) != 0
+    want_sync = bool(run.use_syncnet) and float(run.sync_loss_weight) != 0
     want_lpips = pixel and float(run.perceptual_loss_weight) != 0
     want_trepa = pixel and float(run.trepa_loss_weight) != 0
     needs = [name for name, wanted, random in (
@@ -117,11 +117,13 @@ def build_objective(cfg: DictConfig, accelerator, root: Path, vae, mask) -> UNet
         if cfg.run.enable_gradient_checkpointing:
             net.enable_gradient_checkpointing()
         sync = SyncLoss(net, res, lower)
+        if not pixel:
+            sync.require_latent_input(int(cfg.data.num_frames))
     if want_lpips:
         if cfg.lpips.net != "vgg" and not cfg.lpips.get("random_backbone") and cfg.models.get("vgg16") is None:
             raise ValueError(f"lpips.net={cfg.lpips.net} needs its torchvision backbone file in models.vgg16")
-        lpips = build_lpips(cfg.lpips.net, files.get("vgg16") or cfg.models.get("vgg16"),
-                            bool(cfg.lpips.get("random_backbone"))).to(device=device, dtype=dtype)
+        lpips = PerceptualLoss(build_lpips(cfg.lpips.net, files.get("vgg16") or cfg.models.get("vgg16"),
+                                           bool(cfg.lpips.get("random_backbone"))).to(device=device))
     if want_trepa:
         model = build_videomae(cfg.trepa, files.get("videomae"), device, dtype)
         model.gradient_checkpointing = bool(cfg.run.enable_gradient_checkpointing)
@@ -161,6 +163,21 @@ def train(cfg: DictConfig) -> Path:
     with accelerator.main_process_first():
         root = models_root(cfg, output_dir)
         paths = locate_inputs(cfg, root)
+        unet, init = build_unet(cfg, root, seed=int(cfg.run.seed))  # may download the released U-Net
+    if cfg.run.enable_gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    lora = lora_rank(cfg) > 0
+    if lora:  # the adapters are added below, on the U-Net as loaded: all of it frozen
+        unet.requires_grad_(False)
+    else:
+        modules = cfg.run.get("trainable_modules")
+        if not set_trainable(unet, list(modules) if modules else None):
+            raise ValueError(f"run.trainable_modules={list(modules)} selects no U-Net parameter")
+    require_frozen_loaded(unet, init)
+    if lora:
+        add_lora(unet, cfg)
+    if accelerator.is_main_process:
+        log_report(init, output_dir)
     resolution = int(cfg.data.resolution)
     mask = load_mask(paths["mask"], resolution)
     vae = load_vae(paths["vae"], device=device, dtype=runtime.frozen_dtype(accelerator)).requires_grad_(False)
@@ -169,16 +186,6 @@ def train(cfg: DictConfig) -> Path:
     dataset = build_dataset(cfg, accelerator, output_dir, paths["whisper"], mask)
     objective = build_objective(cfg, accelerator, root, vae, mask)
 
-    unet = build_unet(cfg, root, seed=int(cfg.run.seed))
-    if cfg.run.enable_gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    lora = lora_rank(cfg) > 0
-    if lora:
-        add_lora(unet, cfg)
-    else:
-        modules = cfg.run.get("trainable_modules")
-        if not set_trainable(unet, list(modules) if modules else None):
-            raise ValueError(f"run.trainable_modules={list(modules)} selects no U-Net parameter")
     optimizer, make_lr = runtime.make_optimizer(cfg, [p for p in unet.parameters() if p.requires_grad],
                                                 accelerator.num_processes)
     unet, optimizer, lr_scheduler, ema, step = runtime.prepare_and_resume(accelerator, cfg, output_dir, unet,

@@ -1,9 +1,7 @@
 """The U-Net being trained: built from a named config of `latentsync/configs/unet/` plus overrides, initialised
-from a released or own checkpoint (a stage-1 file into a stage-2 model: the missing motion modules keep their
-zero-initialised output, i.e. start as identities), and exported as checkpoints the node pack loads."""
+from a released or own checkpoint (`training.init_weights`), and exported as checkpoints the node pack loads."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
@@ -12,10 +10,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from latentsync import hub
 from latentsync.config import unet_config
-from latentsync.models.checkpoint import CheckpointError, load_unet_state_dict, save_unet_checkpoint
+from latentsync.models.checkpoint import load_unet_state_dict, save_unet_checkpoint
 from latentsync.models.unet_3d import UNet3DConditionModel, resolve_unet_config
 
-LOG = logging.getLogger("latentsync.training")
+from .init_weights import InitReport, fresh_init, load_initial_weights
+
 VERSION_OF_RESOLUTION = {256: "1.5", 512: "1.6"}
 
 
@@ -45,36 +44,17 @@ def init_checkpoint(cfg: DictConfig, models_root: Path) -> Path | None:
     return path
 
 
-def build_unet(cfg: DictConfig, models_root: Path, seed: int) -> UNet3DConditionModel:
-    """The U-Net in fp32 on the CPU (the accelerator moves it). Fresh init uses a private seed, so every process
-    builds the same weights."""
+def build_unet(cfg: DictConfig, models_root: Path, seed: int) -> tuple[UNet3DConditionModel, InitReport]:
+    """The U-Net in fp32 on the CPU (the accelerator moves it) and what it was initialised from. Fresh init uses a
+    private seed, so every process builds the same weights."""
     config = model_config(cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet3DConditionModel(**config)
     path = init_checkpoint(cfg, models_root)
-    if path is not None:
-        load_initial_weights(unet, load_unet_state_dict(path), str(path))
-    return unet
-
-
-def load_initial_weights(unet: UNet3DConditionModel, state: dict[str, torch.Tensor], source: str) -> None:
-    """Strict, except that a file without motion modules may initialise a model with them (stage 1 -> 2)."""
-    expected = unet.state_dict()
-    file_has_mm = any(".motion_modules." in k for k in state)
-    missing = [k for k in expected if k not in state and not k.endswith("pos_encoder.pe")]
-    allowed = [k for k in missing if ".motion_modules." in k and not file_has_mm]
-    missing = [k for k in missing if k not in set(allowed)]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [k for k in state if k in expected and state[k].shape != expected[k].shape]
-    if missing or unexpected or shapes:
-        raise CheckpointError(f"{source} does not fit the training model config: missing {missing[:3]} "
-                              f"({len(missing)}), unexpected {unexpected[:3]} ({len(unexpected)}), shape mismatches "
-                              f"{shapes[:3]} ({len(shapes)}). Check model.base against the file.")
-    unet.load_state_dict({k: v for k, v in state.items() if not k.endswith("pos_encoder.pe")}, strict=False)
-    if allowed:
-        LOG.info("%s has no motion modules: %d motion-module tensors start from their zero-initialised state",
-                 source, len(allowed))
+    if path is None:
+        return unet, fresh_init(unet)
+    return unet, load_initial_weights(unet, load_unet_state_dict(path), str(path))
 
 
 def checkpoint_name(resolution: int) -> str:

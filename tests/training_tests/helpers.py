@@ -9,8 +9,10 @@ from pathlib import Path
 
 from conftest import REPO_ROOT
 
+# ContentDetector: the test videos are 15 fps footage resampled to 25 fps, whose repeated frames the official
+# AdaptiveDetector (the default, tested in test_training_data) reads as extra cuts in 2 s scenes.
 PREPARE_ARGS = ["--resolution", "128", "--face-backend", "offline", "--min-seconds", "1.9", "--max-seconds", "2.5",
-                "--no-download"]
+                "--no-download", "--scene-detector", "content"]
 LAUNCH_TIMEOUT = 900
 
 
@@ -26,9 +28,10 @@ def run_module(args: list[str], timeout: float = LAUNCH_TIMEOUT, env: dict | Non
 def accelerate_launch(module: str, config: str, output: Path, data: Path, *overrides: str,
                       processes: int = 2) -> subprocess.CompletedProcess:
     """`accelerate launch --multi_gpu --num_processes N -m MODULE --config CONFIG ...` (on this CPU machine the
-    processes run DDP over gloo)."""
+    processes run DDP over gloo; one process runs without --multi_gpu)."""
     accelerate = Path(sys.executable).with_name("accelerate")
-    return run_module([str(accelerate), "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines",
+    multi = ["--multi_gpu"] if processes > 1 else []
+    return run_module([str(accelerate), "launch", *multi, "--num_processes", str(processes), "--num_machines",
                        "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", module, "--config", config,
                        f"data_dir={data}", f"output_dir={output}", *overrides])
 

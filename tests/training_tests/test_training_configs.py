@@ -15,7 +15,8 @@ from training.runtime import make_loader
 from training.unet_model import model_config
 
 UNET_CONFIGS = ["stage1", "stage1_512", "stage2", "stage2_512", "stage2_efficient", "stage2_efficient_512",
-                "finetune_person", "finetune_person_lora", "smoke_stage1", "smoke_stage2", "smoke_lora"]
+                "finetune_person", "finetune_person_lora", "smoke_stage1", "smoke_stage2", "smoke_stage2_efficient",
+                "smoke_lora"]
 SYNCNET_CONFIGS = ["syncnet_16_pixel_attn", "syncnet_16_pixel", "syncnet_16_latent", "smoke_syncnet"]
 
 

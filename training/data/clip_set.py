@@ -9,7 +9,7 @@ from pathlib import Path
 from latentsync.audio.wav2lip_mel import last_valid_start_frame
 
 from .audio_cache import AudioFeatureCache
-from .clips import count_frames
+from .clips import DECODE_ERRORS, count_frames
 
 LOG = logging.getLogger("latentsync.training")
 
@@ -32,11 +32,16 @@ def admit_clips(candidates: list[Path], cache: AudioFeatureCache, window: int = 
     min_frames = 3 * window if min_frames is None else min_frames
     kept, counts, starts, skipped = [], [], [], {}
     for clip in candidates:
-        n = count_frames(clip)
+        try:
+            n = count_frames(clip)
+            mel_frames = cache.mel(clip).shape[1] if n >= min_frames else 0
+        except DECODE_ERRORS as exc:
+            skipped[str(clip)] = f"it does not decode ({type(exc).__name__}: {exc})"
+            continue
         if n < min_frames:
             skipped[str(clip)] = f"{n} frames < {min_frames} (3 x num_frames)"
             continue
-        last = min(n - window, last_valid_start_frame(cache.mel(clip).shape[1], window, fps))
+        last = min(n - window, last_valid_start_frame(mel_frames, window, fps))
         if last < 0:
             skipped[str(clip)] = "its audio is too short for one mel window"
             continue

@@ -12,6 +12,7 @@ from latentsync.audio.resample import to_mono_16k
 from latentsync.video_io import read_audio
 
 FILESLIST_NAME = "fileslist.txt"
+DECODE_ERRORS = (av.error.FFmpegError, OSError, ValueError, EOFError)  # what a broken or truncated file raises
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 
 

@@ -11,13 +11,14 @@ from latentsync.audio.wav2lip_mel import crop_mel_window
 from .audio_cache import AudioFeatureCache
 from .clip_set import ClipSet
 from .clips import read_frames, to_model_pixels
+from .replacement import read_with_replacement
 from .sampler import SampleOrder
 
 
 class SyncNetDataset(Dataset):
     """`dataset[sample_id]` -> `frames` (F*3, R/2 or R, R) in [-1, 1] (or (F, 3, R, R) with `stack=False`, for
-    latent-space SyncNets that VAE-encode first), `mel` (1, 80, 52), `y` (1,), `sample_id`, `clip`, `start`,
-    `frames_start`."""
+    latent-space SyncNets that VAE-encode first), `mel` (1, 80, 52), `y` (1,), `sample_id`, `clip`, `replaced`,
+    `start`, `frames_start`; a clip that fails to decode is replaced (`training.data.replacement`)."""
 
     def __init__(self, clips: ClipSet, cache: AudioFeatureCache, resolution: int = 256, num_frames: int = 16,
                  lower_half: bool = True, fps: float = 25.0, seed: int = 42, stack: bool = True):
@@ -30,8 +31,9 @@ class SyncNetDataset(Dataset):
         return len(self.clips)
 
     def __getitem__(self, sample_id: int) -> dict:
-        c = self.order.clip(sample_id)
-        rng = self.order.rng(sample_id)
+        return read_with_replacement(self.order, sample_id, self.clips, self._read)
+
+    def _read(self, c: int, rng) -> dict:
         f, n = self.num_frames, self.clips.num_frames[c]
         start = int(rng.integers(self.clips.last_start[c] + 1))
         positive = bool(rng.random() < 0.5)
@@ -49,5 +51,5 @@ class SyncNetDataset(Dataset):
             "frames": pixels,
             "mel": crop_mel_window(self.cache.mel(self.clips.clips[c]), start, f, self.fps).float(),
             "y": torch.tensor([1.0 if positive else 0.0]),
-            "sample_id": int(sample_id), "clip": c, "start": start, "frames_start": frames_start,
+            "start": start, "frames_start": frames_start,
         }

@@ -11,6 +11,7 @@ from latentsync.audio.windows import crop_overlap_audio_window
 from .audio_cache import AudioFeatureCache
 from .clip_set import ClipSet
 from .clips import read_frames, to_model_pixels
+from .replacement import read_with_replacement
 from .sampler import SampleOrder
 
 
@@ -25,8 +26,8 @@ def reference_start(rng, num_frames: int, start: int, window: int) -> int:
 class UNetDataset(Dataset):
     """`dataset[sample_id]` -> dict of
     `pixel_values` / `masked_pixel_values` / `ref_pixel_values` (F, 3, R, R) in [-1, 1], `mel` (1, 80, 52),
-    `audio_embeds` (F, 50, 384), `sample_id`, `clip`, `start`, `ref_start`. Any sample id is valid (see
-    `training.data.sampler`)."""
+    `audio_embeds` (F, 50, 384), `sample_id`, `clip`, `replaced`, `start`, `ref_start`. Any sample id is valid (see
+    `training.data.sampler`); a clip that fails to decode is replaced (`training.data.replacement`)."""
 
     def __init__(self, clips: ClipSet, cache: AudioFeatureCache, mask: torch.Tensor, resolution: int,
                  num_frames: int = 16, fps: float = 25.0, seed: int = 1247):
@@ -39,8 +40,9 @@ class UNetDataset(Dataset):
         return len(self.clips)
 
     def __getitem__(self, sample_id: int) -> dict:
-        c = self.order.clip(sample_id)
-        rng = self.order.rng(sample_id)
+        return read_with_replacement(self.order, sample_id, self.clips, self._read)
+
+    def _read(self, c: int, rng) -> dict:
         path, f = self.clips.clips[c], self.num_frames
         start = int(rng.integers(self.clips.last_start[c] + 1))
         ref = reference_start(rng, self.clips.num_frames[c], start, f)
@@ -53,5 +55,5 @@ class UNetDataset(Dataset):
             "ref_pixel_values": ref_pixels,
             "mel": crop_mel_window(self.cache.mel(path), start, f, self.fps).float(),
             "audio_embeds": crop_overlap_audio_window(self.cache.embeds(path), start, f),
-            "sample_id": int(sample_id), "clip": c, "start": start, "ref_start": ref,
+            "start": start, "ref_start": ref,
         }

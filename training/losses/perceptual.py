@@ -32,3 +32,16 @@ def build_lpips(net: str = "vgg", backbone_path: str | Path | None = None, rando
             mapped[name] = features[index_and_param]
         model.net.load_state_dict(mapped, strict=True)
     return model.eval().requires_grad_(False)
+
+
+class PerceptualLoss:
+    """`(fake, real)` images `(N, 3, H, W)` in [-1, 1] -> mean LPIPS, always in fp32 with autocast off, as the
+    official loss (`lpips(pred.float(), gt.float())` on an fp32 network): in fp16/bf16 LPIPS' normalisation
+    `x / (|x| + 1e-10)` loses its epsilon (0/0 = NaN on an all-zero feature) and large activations overflow."""
+
+    def __init__(self, model):
+        self.model = model.float()
+
+    def __call__(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=fake.device.type, enabled=False):
+            return self.model(fake.float(), real.float()).mean()

@@ -10,7 +10,7 @@ from latentsync.models.videomae_v2 import VideoMAEv2
 
 class TREPALoss:
     """`(fake, real)` clips `(B, 3, F, H, W)` in [-1, 1] -> scalar. Frames are resized bicubic to the ViT's input
-    size and mapped to [0, 1] (no ImageNet normalisation), as the official loss."""
+    size, mapped to [0, 1] and clamped there (no ImageNet normalisation), as the official loss."""
 
     def __init__(self, model: VideoMAEv2):
         self.model = model
@@ -20,7 +20,7 @@ class TREPALoss:
         b, c, f, h, w = video.shape
         frames = video.transpose(1, 2).flatten(0, 1)
         frames = F.interpolate(frames, size=(self.size, self.size), mode="bicubic", align_corners=False)
-        clip = frames.unflatten(0, (b, f)).transpose(1, 2) / 2 + 0.5
+        clip = (frames.unflatten(0, (b, f)).transpose(1, 2) / 2 + 0.5).clamp(0, 1)  # as official, after resizing
         dtype = next(self.model.parameters()).dtype
         return F.normalize(self.model.forward_features(clip.to(dtype)).float(), p=2, dim=1)
 

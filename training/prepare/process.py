@@ -29,7 +29,8 @@ class PrepareSettings:
     min_confidence: float = 3.0
     max_offset: int = 6
     sync_filter: bool = True
-    scene_threshold: float = 27.0
+    scene_threshold: float | None = None  # None: the detector's default (adaptive 2, content 27)
+    scene_detector: str = "adaptive"      # the official pipeline's AdaptiveDetector
 
 
 class Tools:
@@ -97,7 +98,7 @@ def process_input(path: Path, out_dir: Path, tools: Tools, s: PrepareSettings) -
         report.update(fps=float(info.fps), size=[info.width, info.height], audio_rate=info.audio_rate,
                       audio_channels=info.audio_channels)
         audio = audio_16k(path)
-        cuts = SceneCuts(threshold=s.scene_threshold)
+        cuts = SceneCuts(threshold=s.scene_threshold, detector=s.scene_detector)
         faces, n = _detect_all(path, tools, cuts)
         report["frames_25fps"] = n
         report["scene_cuts"] = sorted(set(cuts.cuts))
