@@ -102,7 +102,7 @@ def process_group_kwargs(cfg: DictConfig):
 def tracker_name(cfg: DictConfig) -> str:
     """`run.log_with`: tensorboard (default), wandb (Weights & Biases, `pip install wandb`; `wandb login` or
     WANDB_MODE=offline) or none (metrics.jsonl only)."""
-    name = str(cfg.run.get("log_with") or "none").lower()
+    name = str(cfg.run.get("log_with", "tensorboard") or "none").lower()
     if name not in TRACKERS:
         raise ConfigError(f"run.log_with must be one of {sorted(TRACKERS)}, got {name!r}")
     if name == "wandb":

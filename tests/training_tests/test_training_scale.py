@@ -80,3 +80,44 @@ def test_rotation_keeps_the_newest_and_the_best_validated(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "step-0000002", "step-0000004", "step-0000005"]
     with pytest.raises(ValueError, match="keep_checkpoints must be at least 1"):
         rotate_checkpoints(tmp_path, 0, None)
+
+
+class _Process:
+    """The parts of an Accelerator that `resume_state` uses, for one process of a run."""
+
+    def __init__(self, index: int):
+        self.process_index, self.is_main_process, self.loaded = index, index == 0, None
+
+    def load_state(self, path: str) -> None:
+        self.loaded = path
+
+
+def test_every_process_resumes_from_the_state_the_main_process_chose(tmp_path, monkeypatch):
+    """Nodes without a shared file system: the main process picks the newest state of its disk and broadcasts it; a
+    node whose own disk holds other states loads the chosen one, and a node without it stops saying why."""
+    import accelerate.utils
+
+    from training import runtime
+
+    cfg = load_config("stage2", ["output_dir=/o"])
+    main_dir, node_dir, bare_dir = tmp_path / "main", tmp_path / "node", tmp_path / "bare"
+    for folder, steps in ((main_dir, (3, 5)), (node_dir, (5, 7)), (bare_dir, (3,))):
+        for step in steps:
+            (runtime.states_folder(folder) / f"checkpoint_{step}").mkdir(parents=True)
+    sent = []
+
+    def broadcast(objects, from_process=0):
+        if sent:
+            objects[:] = sent
+        else:
+            sent.extend(objects)
+        return objects
+
+    monkeypatch.setattr(accelerate.utils, "broadcast_object_list", broadcast)
+    main = _Process(0)
+    assert runtime.resume_state(main, cfg, main_dir) == 5
+    node = _Process(1)
+    assert runtime.resume_state(node, cfg, node_dir) == 5  # not its own newest (7)
+    assert node.loaded == str(runtime.states_folder(node_dir) / "checkpoint_5")
+    with pytest.raises(FileNotFoundError, match="ckpt.save_on_each_node=true"):
+        runtime.resume_state(_Process(2), cfg, bare_dir)
