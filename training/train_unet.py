@@ -31,11 +31,11 @@ from .data.audio_cache import cache_for, fill_caches
 from .data.clip_set import admit_clips
 from .data.clips import list_clips
 from .data.unet_dataset import UNetDataset
+from .init_weights import log_report, require_frozen_loaded
 from .losses.perceptual import PerceptualLoss, build_lpips
 from .losses.sync import SyncLoss
 from .lora import add_lora, export_lora, lora_rank
 from .losses.trepa import TREPALoss
-from .init_weights import log_report, require_frozen_loaded
 from .unet_model import build_unet, export_checkpoint
 
 
