@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     LipSyncOptions.add_arguments(p)
     p.add_argument("--report", type=Path, default=None,
                    help="write a JSON report: frames, length mode, which frames were processed / bridged / passed")
+    p.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
+                   help="a LoRA file of the U-Net (training.train_unet with lora.rank > 0) merged into the weights "
+                        "with STRENGTH (default 1; 0: the base U-Net); repeat for several")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--quiet", action="store_true")
     return p
@@ -55,14 +58,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     args = build_parser().parse_args(argv)
+    from .models.lora import parse_lora_spec
     from .options import LipSyncOptions, ModelOptions, OptionError
     from .runner import run_lipsync
 
     try:
         options = LipSyncOptions.from_args(args)
-        model = ModelOptions.from_args(args)
+        model = ModelOptions.from_args(args).replace(loras=tuple(parse_lora_spec(spec) for spec in args.lora))
         model.resolved_device()
-    except OptionError as e:
+    except (OptionError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:

@@ -217,6 +217,8 @@ class ModelOptions(_Options):
     dtype: str = option("auto", "auto: fp16 on recent NVIDIA GPUs and on MPS, fp32 on the CPU; bf16/fp16 that the "
                         "CPU runs badly become fp32", choices=DTYPE_NAMES)
     download: bool = option(True, "only use files already in --models", flag="--no-download")
+    loras: tuple = option((), "LoRA files of the U-Net merged into its weights: (path, strength) pairs "
+                          "(the command line's repeatable --lora FILE[:STRENGTH])", cli=False)
 
     def torch_dtype(self):
         import torch

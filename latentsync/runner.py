@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -43,9 +43,10 @@ def _load(what: str, path, load: Callable[[], object]):
 
 def build_pipeline(models: Path, version: str = "1.5", face_backend: str = "auto", device: str = "cpu",
                    dtype: torch.dtype | None = None, download: bool = True, log: Log = print,
-                   selector=None) -> tuple[LipSyncPipeline, bool]:
+                   selector=None, loras: Sequence[tuple[Path, float]] = ()) -> tuple[LipSyncPipeline, bool]:
     """Locate (or download) every file of a model set and build the pipeline. Returns (pipeline, is_tiny).
-    A dtype the device runs badly (bf16 on a CPU without native bf16, fp16 on a CPU) is replaced by fp32."""
+    A dtype the device runs badly (bf16 on a CPU without native bf16, fp16 on a CPU) is replaced by fp32.
+    `loras`: (LoRA file, strength) pairs merged into the U-Net's weights."""
     from .audio.whisper_encoder import WhisperAudioEncoder
     from .face.backend_choice import choose_face_backend
     from .face.detector import create_face_detector
@@ -63,8 +64,10 @@ def build_pipeline(models: Path, version: str = "1.5", face_backend: str = "auto
         log("NOTE: using the TINY RANDOM model set (official weights not available): the pipeline runs end to end, "
             "but the generated mouth is noise. Put the official files in the models folder for real results.")
     log(f"loading U-Net {model_set.unet} ({dtype}, {device})")
+    for path, strength in loras:
+        log(f"LoRA {path} at strength {strength:g}")
     unet = _load("LatentSync U-Net", model_set.unet, lambda: load_unet(
-        model_set.unet, config=model_set.unet_config_dict(), device=device, dtype=dtype).eval())
+        model_set.unet, config=model_set.unet_config_dict(), device=device, dtype=dtype, loras=loras).eval())
     log(f"loading Whisper {model_set.whisper}")
     encoder = _load("Whisper model", model_set.whisper,
                     lambda: WhisperAudioEncoder.from_file(model_set.whisper, device=device))
@@ -120,6 +123,7 @@ def run_lipsync(video: Path, audio: Path | None, out: Path, options: LipSyncOpti
     device = model.resolved_device()
     video = _input_file(video, "video")
     audio = _input_file(audio, "audio") if audio is not None else None
+    loras = [(_input_file(path, "LoRA"), float(strength)) for path, strength in model.loras]
     out = Path(out).expanduser()
     if report is not None and not Path(report).expanduser().parent.is_dir():
         raise FileNotFoundError(f"report folder does not exist: {Path(report).expanduser().parent}")
@@ -149,7 +153,7 @@ def run_lipsync(video: Path, audio: Path | None, out: Path, options: LipSyncOpti
             if pipeline is None:
                 pipe, _ = build_pipeline(model.models, model.version, model.face_backend, device,
                                          dtype=model.torch_dtype(), download=model.download, log=log,
-                                         selector=selector)
+                                         selector=selector, loras=loras)
             else:
                 pipe = pipeline()
                 pipe.selector = selector  # reset for this video by the pipeline's face tracker

@@ -25,6 +25,8 @@ MASK_NAME = "mask.png"
 VERSION_CHOICES = ["auto", "1.5", "1.6"]
 DTYPE_CHOICES = ["auto", "fp16", "bf16", "fp32"]
 FACE_BACKENDS = ["auto", "insightface", "offline"]
+LORA_FOLDER = "loras/"  # models/latentsync/loras/: LoRA files of the U-Net (training.train_unet, lora.rank > 0)
+NO_LORA = "none"
 
 
 def _resolution(version: str) -> int:
@@ -41,9 +43,15 @@ def _resolution(version: str) -> int:
 def unet_choices() -> list[str]:
     """Every U-Net file under models/latentsync (not the Whisper ones), plus the official names (downloadable)."""
     found = [n for n in runtime.list_files(runtime.LATENTSYNC_FOLDER)
-             if not n.startswith(("whisper/", "auxiliary/")) and "syncnet" not in n.lower()]  # SyncNets and the frozen
+             if not n.startswith(("whisper/", "auxiliary/", LORA_FOLDER)) and "syncnet" not in n.lower()]  # SyncNets and the frozen
     # training networks (latentsync/auxiliary/) are not U-Nets
     return list(OFFICIAL_UNETS) + sorted(set(found) - set(OFFICIAL_UNETS))
+
+
+def lora_choices() -> list[str]:
+    """"none" and the LoRA files under models/latentsync/loras/."""
+    return [NO_LORA] + [n for n in runtime.list_files(runtime.LATENTSYNC_FOLDER, (".safetensors",))
+                        if n.startswith(LORA_FOLDER)]
 
 
 def whisper_choices() -> list[str]:
@@ -148,8 +156,20 @@ def resolve_version(choice: str, name: str) -> str:
 # loading
 
 
+def locate_lora(name: str, strength: float) -> list[tuple[str, float]]:
+    """[(path, strength)] of the chosen LoRA file, [] for none."""
+    if name in (None, "", NO_LORA):
+        return []
+    path = runtime.find_in_folder(runtime.LATENTSYNC_FOLDER, name)
+    if path is None:
+        folders = ", ".join(runtime.folder_roots(runtime.LATENTSYNC_FOLDER))
+        raise FileNotFoundError(f"LatentSync: LoRA {name!r} not found in the latentsync model folders ({folders})")
+    return [(path, float(strength))]
+
+
 def load_latentsync(checkpoint: str, version: str = "auto", dtype: str = "auto",
-                    download_missing: bool = True) -> LoadedLatentSync:
+                    download_missing: bool = True, lora: str = NO_LORA,
+                    lora_strength: float = 1.0) -> LoadedLatentSync:
     from ..latentsync.models.checkpoint import load_unet  # noqa: PLC0415
 
     runtime.check_relative(checkpoint)
@@ -164,13 +184,17 @@ def load_latentsync(checkpoint: str, version: str = "auto", dtype: str = "auto",
     resolution = _resolution(ver)
     device = runtime.torch_device()
     torch_dtype = runtime.pick_dtype(dtype, device)
-    key = ("LatentSync U-Net", runtime.ModelCache.stamp(path), ver, str(torch_dtype))
+    loras = locate_lora(lora, lora_strength)
+    key = ("LatentSync U-Net", runtime.ModelCache.stamp(path), ver, str(torch_dtype),
+           tuple((runtime.ModelCache.stamp(p), s) for p, s in loras))
 
     def load() -> LoadedLatentSync:
         models_root = _models_root_of(path)
         config = read_unet_config(path)
-        LOG.info("LatentSync: loading U-Net %s (version %s, %s)", path, ver, torch_dtype)
-        unet = load_unet(path, config=config, device=runtime.offload_device(), dtype=torch_dtype).eval()
+        LOG.info("LatentSync: loading U-Net %s (version %s, %s)%s", path, ver, torch_dtype,
+                 "".join(f" + LoRA {p} x {s:g}" for p, s in loras))
+        unet = load_unet(path, config=config, device=runtime.offload_device(), dtype=torch_dtype,
+                         loras=loras).eval()
         unet.requires_grad_(False)
         mask = locate_mask(models_root, resolution, download_missing)
         tiny = _is_tiny(models_root)
@@ -311,13 +335,21 @@ class LatentSyncModelLoader(io.ComfyNode):
                 io.Boolean.Input("download_missing", default=True,
                                  tooltip="Download the official file (and mask.png) when it is not in the models "
                                          "folder."),
+                io.Combo.Input("lora", options=lora_choices(), default=NO_LORA, optional=True,
+                               tooltip="A LoRA of the U-Net from models/latentsync/loras/ (a one-person fine-tune "
+                                       "trained with training.train_unet, lora.rank > 0), merged into the weights of "
+                                       "the checkpoint it was trained on. none: the checkpoint as it is."),
+                io.Float.Input("lora_strength", default=1.0, min=-2.0, max=2.0, step=0.05, optional=True,
+                               tooltip="How much of the LoRA is merged: 1 as trained, 0 the plain checkpoint, "
+                                       "between them a blend."),
             ],
             outputs=[LatentSyncModel.Output(display_name="model")],
         )
 
     @classmethod
-    def execute(cls, checkpoint, version, dtype, download_missing) -> io.NodeOutput:
-        return io.NodeOutput(load_latentsync(checkpoint, version, dtype, download_missing))
+    def execute(cls, checkpoint, version, dtype, download_missing, lora=NO_LORA,
+                lora_strength=1.0) -> io.NodeOutput:
+        return io.NodeOutput(load_latentsync(checkpoint, version, dtype, download_missing, lora, lora_strength))
 
 
 class LatentSyncWhisperLoader(io.ComfyNode):

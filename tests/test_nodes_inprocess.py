@@ -59,6 +59,7 @@ NODE_LIST = asyncio.run(asyncio.run(PACK.comfy_entrypoint()).get_node_list())
 N = {cls.GET_SCHEMA().node_id: cls for cls in NODE_LIST}
 T = sys.modules[f"{PACK.__name__}.nodes.types"]
 RT = sys.modules[f"{PACK.__name__}.nodes.runtime"]
+LOADERS = sys.modules[f"{PACK.__name__}.nodes.loaders"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -287,6 +288,39 @@ def test_loaders_cache_and_share_loaded_models(loaded):
     again = N["LatentSyncModelLoader"].execute("v1.5/latentsync_unet.pt", "auto", "auto", False).result[0]
     assert again is model  # same file + options: the loaded model is reused
     assert N["LatentSyncWhisperLoader"].execute("whisper/tiny.pt", False).result[0] is whisper
+
+
+def test_loader_merges_a_lora_with_its_strength(loaded, tiny_models):
+    """The optional lora input merges a LoRA file from models/latentsync/loras/ into the U-Net: strength 0 gives the
+    base weights exactly, other strengths move the adapted projections by strength x B @ A."""
+    from latentsync.models.lora import save_lora
+
+    base_model = loaded[0]
+    base = {k: v.clone() for k, v in base_model.patcher.model.diffusion_model.state_dict().items()}
+    key = "up_blocks.1.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.to_q"
+    g = torch.Generator().manual_seed(3)
+    width = base[key + ".weight"].shape[1]
+    adapter = {key + ".lora_A.weight": torch.randn(2, width, generator=g),
+               key + ".lora_B.weight": torch.randn(base[key + ".weight"].shape[0], 2, generator=g)}
+    folder = tiny_models / "latentsync" / "loras"
+    folder.mkdir(exist_ok=True)
+    save_lora(folder / "person.safetensors", adapter, rank=2, alpha=2, target_modules=["to_q"])
+    assert "loras/person.safetensors" in LOADERS.lora_choices()
+    assert "loras/person.safetensors" not in LOADERS.unet_choices()
+
+    def weights(strength):
+        model = N["LatentSyncModelLoader"].execute("v1.5/latentsync_unet.pt", "auto", "auto", False,
+                                                   "loras/person.safetensors", strength).result[0]
+        assert model is not base_model
+        return model.patcher.model.diffusion_model.state_dict()
+
+    zero = weights(0.0)
+    assert all(torch.equal(zero[k], base[k]) for k in base)
+    half = weights(0.5)
+    delta = adapter[key + ".lora_B.weight"] @ adapter[key + ".lora_A.weight"]
+    torch.testing.assert_close(half[key + ".weight"].float() - base[key + ".weight"].float(), 0.5 * delta,
+                               rtol=1e-4, atol=1e-4)
+    assert all(torch.equal(half[k], base[k]) for k in base if k != key + ".weight")
 
 
 def test_loader_refuses_paths_outside_model_folders(loaded):

@@ -59,10 +59,11 @@ def build_syncnet(cfg: DictConfig, seed: int) -> StableSyncNet:
     return net
 
 
-def export_checkpoint(net: StableSyncNet, folder: Path, step: int, safetensors: bool) -> Path:
-    path = save_syncnet_checkpoint(net, folder / "stable_syncnet.pt", global_step=step)
+def export_checkpoint(state: dict, net: StableSyncNet, folder: Path, step: int, safetensors: bool) -> Path:
+    """`state`: the full state dict (gathered by the accelerator); `net` gives the config."""
+    path = save_syncnet_checkpoint(state, folder / "stable_syncnet.pt", global_step=step)
     if safetensors:
-        save_syncnet_checkpoint(net, path.with_suffix(".safetensors"), global_step=step)
+        save_syncnet_checkpoint(state, path.with_suffix(".safetensors"), global_step=step)
     (folder / CONFIG_NAME).write_text("# StableSyncNet trained with training.train_syncnet\n"
                                       + yaml.safe_dump({"model": net.config}, sort_keys=False), encoding="utf-8")
     return path
@@ -172,8 +173,8 @@ def train(cfg: DictConfig) -> Path:
     chunk = int(cfg.data.vae_chunk_frames)
     objective = SyncNetObjective(net, vae, chunk)
     optimizer, make_lr = runtime.make_optimizer(cfg, list(net.parameters()), accelerator.num_processes)
-    model, optimizer, lr_scheduler, step = runtime.prepare_and_resume(accelerator, cfg, output_dir, net, optimizer,
-                                                                      make_lr)
+    model, optimizer, lr_scheduler, ema, step = runtime.prepare_and_resume(accelerator, cfg, output_dir, net,
+                                                                           optimizer, make_lr)
     objective.net = model
     safetensors = bool(cfg.ckpt.get("safetensors", False))
 
@@ -187,9 +188,9 @@ def train(cfg: DictConfig) -> Path:
     runtime.train_loop(
         cfg, accelerator, output_dir, model, optimizer, lr_scheduler, dataset, step,
         losses_of=lambda batch, generator: objective(batch, generator, accelerator.autocast),
-        export=lambda unwrapped, at_step: export_checkpoint(unwrapped, runtime.checkpoint_dir(output_dir, at_step),
-                                                            at_step, safetensors),
-        validate=validate if val is not None else None)
+        export=lambda state, unwrapped, at_step: export_checkpoint(
+            state, unwrapped, runtime.checkpoint_dir(output_dir, at_step), at_step, safetensors).parent,
+        validate=validate if val is not None else None, ema=ema)
     return output_dir
 
 

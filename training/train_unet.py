@@ -34,6 +34,7 @@ from .data.unet_dataset import UNetDataset
 from .init_weights import log_report, require_frozen_loaded
 from .losses.perceptual import PerceptualLoss, build_lpips
 from .losses.sync import SyncLoss
+from .lora import add_lora, export_lora, lora_rank
 from .losses.trepa import TREPALoss
 from .unet_model import build_unet, export_checkpoint
 
@@ -165,11 +166,16 @@ def train(cfg: DictConfig) -> Path:
         unet, init = build_unet(cfg, root, seed=int(cfg.run.seed))  # may download the released U-Net
     if cfg.run.enable_gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    modules = cfg.run.get("trainable_modules")
-    trainable = set_trainable(unet, list(modules) if modules else None)
-    if not trainable:
-        raise ValueError(f"run.trainable_modules={list(modules)} selects no U-Net parameter")
+    lora = lora_rank(cfg) > 0
+    if lora:  # the adapters are added below, on the U-Net as loaded: all of it frozen
+        unet.requires_grad_(False)
+    else:
+        modules = cfg.run.get("trainable_modules")
+        if not set_trainable(unet, list(modules) if modules else None):
+            raise ValueError(f"run.trainable_modules={list(modules)} selects no U-Net parameter")
     require_frozen_loaded(unet, init)
+    if lora:
+        add_lora(unet, cfg)
     if accelerator.is_main_process:
         log_report(init, output_dir)
     resolution = int(cfg.data.resolution)
@@ -182,8 +188,8 @@ def train(cfg: DictConfig) -> Path:
 
     optimizer, make_lr = runtime.make_optimizer(cfg, [p for p in unet.parameters() if p.requires_grad],
                                                 accelerator.num_processes)
-    unet, optimizer, lr_scheduler, step = runtime.prepare_and_resume(accelerator, cfg, output_dir, unet, optimizer,
-                                                                     make_lr)
+    unet, optimizer, lr_scheduler, ema, step = runtime.prepare_and_resume(accelerator, cfg, output_dir, unet,
+                                                                          optimizer, make_lr)
     resolution, safetensors = int(cfg.data.resolution), bool(cfg.ckpt.get("safetensors", False))
     validator = {}
 
@@ -194,12 +200,18 @@ def train(cfg: DictConfig) -> Path:
             validator["v"] = UNetValidator(cfg, output_dir, {**paths, "models_root": root}, vae, accelerator)
         return validator["v"].run(model, at_step)
 
+    def export(state: dict, model, at_step: int) -> Path:
+        folder = runtime.checkpoint_dir(output_dir, at_step)
+        if lora:
+            export_lora(state, model, folder, at_step, cfg)
+        else:
+            export_checkpoint(state, model.config, folder, at_step, resolution, safetensors)
+        return folder
+
     runtime.train_loop(
         cfg, accelerator, output_dir, unet, optimizer, lr_scheduler, dataset, step,
         losses_of=lambda batch, generator: objective(unet, batch, generator, accelerator.autocast),
-        export=lambda model, at_step: export_checkpoint(model, runtime.checkpoint_dir(output_dir, at_step), at_step,
-                                                        resolution, safetensors),
-        validate=validate)
+        export=export, validate=validate, ema=ema)
     return output_dir
 
 

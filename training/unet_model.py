@@ -62,14 +62,15 @@ def checkpoint_name(resolution: int) -> str:
     return f"latentsync_unet-v{VERSION_OF_RESOLUTION.get(int(resolution), '1.5')}.pt"
 
 
-def export_checkpoint(unet: UNet3DConditionModel, folder: Path, step: int, resolution: int,
+def export_checkpoint(state: dict[str, torch.Tensor], config: dict, folder: Path, step: int, resolution: int,
                       safetensors: bool = False) -> Path:
-    """Official format `{"global_step", "state_dict"}` (+ `.safetensors` on request) and our `unet_config.yaml`
-    beside it, so the node pack's loader lists and builds it as is."""
-    path = save_unet_checkpoint(unet, folder / checkpoint_name(resolution), global_step=step)
+    """Official format `{"global_step", "state_dict"}` (+ `.safetensors` on request) of the full state dict `state`,
+    and our `unet_config.yaml` (from the model's `config`) beside it, so the node pack's loader lists and builds it
+    as is."""
+    path = save_unet_checkpoint(state, folder / checkpoint_name(resolution), global_step=step)
     if safetensors:
-        save_unet_checkpoint(unet, path.with_suffix(".safetensors"), global_step=step)
+        save_unet_checkpoint(state, path.with_suffix(".safetensors"), global_step=step)
     text = "# LatentSync U-Net trained with training.train_unet; flat model config\n"
-    text += yaml.safe_dump(unet.config, sort_keys=True)
+    text += yaml.safe_dump(dict(config), sort_keys=True)
     (folder / hub.UNET_CONFIG_NAME).write_text(text, encoding="utf-8")
     return path

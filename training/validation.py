@@ -42,6 +42,19 @@ def _sync_scorer(cfg: DictConfig, root: Path, device):
     return sync_eval.score_sync, syncnet
 
 
+def log_frames(accelerator, frames, step: int) -> None:
+    """A few validation frames (N, H, W, 3 uint8) to the run's tracker (`run.log_with`)."""
+    names = {t.name for t in accelerator.trackers}
+    if "tensorboard" in names:
+        accelerator.get_tracker("tensorboard", unwrap=True).add_images("validation/frames", frames, step,
+                                                                       dataformats="NHWC")
+    if "wandb" in names:
+        import wandb
+
+        accelerator.get_tracker("wandb", unwrap=True).log(
+            {"validation/frames": [wandb.Image(f) for f in frames]}, step=step)
+
+
 class UNetValidator:
     def __init__(self, cfg: DictConfig, output_dir: Path, paths: dict, vae, accelerator):
         v = cfg.validation
@@ -81,8 +94,7 @@ class UNetValidator:
                     overwrite=True)
         n = result.frames.shape[0]
         picks = torch.linspace(0, n - 1, min(int(v.num_frames_logged), n)).round().long()
-        tracker = self.accelerator.get_tracker("tensorboard", unwrap=True)
-        tracker.add_images("validation/frames", result.frames[picks].numpy(), step, dataformats="NHWC")
+        log_frames(self.accelerator, result.frames[picks].numpy(), step)
         values = {"val/faces_found": float(result.has_face.float().mean())}
         if self.scorer is not None:
             score_sync, syncnet = self.scorer

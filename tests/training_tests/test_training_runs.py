@@ -4,6 +4,7 @@ overfitting one batch, a run resumed from the step-2 state reproduces the uninte
 see different samples (that the sample order itself resumes is tested in test_training_configs), and the stage-2 checkpoint runs in the node pack on the real ComfyUI server."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -25,11 +26,14 @@ def samples(output: Path) -> dict[int, list[dict]]:
     return {rank: read_jsonl(output / "logs" / f"samples-rank{rank}.jsonl") for rank in (0, 1)}
 
 
+def states(output: Path) -> list[str]:
+    return sorted(p.name for p in (output / "state" / "checkpoints").iterdir())
+
+
 def resume_from(first: Path, second: Path, step: int) -> None:
     """Start `second` from `first`'s saved state at `step` (as an interrupted run would find it)."""
-    state = f"step-{step:07d}"
-    (second / "state").mkdir(parents=True)
-    shutil.copytree(first / "state" / state, second / "state" / state)
+    state = Path("state") / "checkpoints" / f"checkpoint_{step}"
+    shutil.copytree(first / state, second / state)
 
 
 def assert_same_losses(resumed: Path, reference: Path, steps) -> None:
@@ -75,6 +79,11 @@ def test_syncnet_overfits_one_batch_resumes_exactly_and_writes_a_loadable_checkp
 
 # ---------------------------------------------------------------------------------------------------------- U-Net
 
+# stage 2 accumulates 2 micro-batches per step (accelerator.accumulate), keeps an EMA of its weights, and saves a
+# state every step, of which accelerate keeps 2 (ProjectConfiguration.total_limit)
+STAGE2 = ["run.gradient_accumulation_steps=2", "ckpt.save_state_steps=1", "ckpt.keep_states=2", "run.use_ema=true"]
+
+
 @pytest.fixture(scope="module")
 def stage_runs(training_data, training_models, tmp_path_factory):
     """Per stage, an overfitting run on the session's tiny model set; for stage 2 also a run resumed from its step-2
@@ -86,13 +95,16 @@ def stage_runs(training_data, training_models, tmp_path_factory):
         if stage not in runs:
             base = tmp_path_factory.mktemp(stage)
             first, second = base / "first", base / "resumed"
+            extra = STAGE2 if stage == "stage2" else []
             accelerate_launch("training.train_unet", f"smoke_{stage}", first, training_data,
-                              "data.overfit_one_batch=true", "models.tiny_seed=null", f"models.dir={training_models}")
+                              "data.overfit_one_batch=true", "models.tiny_seed=null", f"models.dir={training_models}",
+                              *extra)
             runs[stage] = {"first": first}
             if stage == "stage2":
+                runs[stage]["states"] = states(first)
                 resume_from(first, second, 2)
                 accelerate_launch("training.train_unet", f"smoke_{stage}", second, training_data,
-                                  "data.overfit_one_batch=true", "validation.every=0")
+                                  "data.overfit_one_batch=true", "validation.every=0", *extra)
                 runs[stage]["resumed"] = second
         return runs[stage]
 
@@ -111,9 +123,17 @@ def test_unet_overfits_one_batch(stage_runs, stage):
     assert list((run["first"] / "logs" / "tensorboard").glob("events.out.tfevents.*"))
 
 
-def test_stage2_resumed_run_gives_the_same_next_step_loss(stage_runs):
+def test_stage2_accumulates_keeps_two_states_and_resumes_with_the_same_next_step_loss(stage_runs):
     run = stage_runs("stage2")
+    assert run["states"] == ["checkpoint_2", "checkpoint_3"]  # states of steps 1..3, total_limit 2
+    state = run["first"] / "state" / "checkpoints" / "checkpoint_3"
+    assert {"custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl"} <= {p.name for p in state.iterdir()}  # LR, EMA
+    for rank, rows in samples(run["first"]).items():
+        assert [len(r["sample_ids"]) for r in rows] == [2] * STEPS  # 2 micro-batches of 1 per step
     assert_same_losses(run["resumed"], run["first"], [3])
+    assert states(run["resumed"]) == ["checkpoint_2", "checkpoint_3"]
+    for rank, rows in samples(run["resumed"]).items():
+        assert rows == samples(run["first"])[rank][2:]
     assert (run["resumed"] / "tiny_models" / "TINY_MODEL_SET.txt").is_file()  # built at start, as shipped
 
 
@@ -123,6 +143,8 @@ def test_stage1_validation_runs_the_pipeline_and_scores_sync(stage_runs):
     assert len(val) == 1 and val[0]["step"] == STEPS
     assert val[0]["val/faces_found"] == 1.0
     assert {"val/sync_confidence", "val/sync_offset_frames"} <= set(val[0])
+    recorded = json.loads((first / "checkpoints" / LAST / "validation.json").read_text())  # for the rotation
+    assert recorded["val/sync_confidence"] == val[0]["val/sync_confidence"]
     video = first / "validation" / f"{LAST}.mp4"
     assert video.is_file() and cs.probe(video)["frames"] > 0
 

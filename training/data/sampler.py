@@ -3,8 +3,9 @@
 Global sample ids are a pure function of the step: on micro-step m (optimizer step x accumulation + micro index),
 process `rank` of `world` takes ids `(m * world + rank) * batch + j`, j < batch. The datasets map an id to a clip
 (a fresh seeded permutation every pass over the data) and to its random windows (a generator seeded with the id),
-so a resumed run sees exactly the samples the uninterrupted run would have seen, whatever the number of loader
-workers, and no two processes ever see the same id.
+so a resumed run (which skips the micro-batches already trained with accelerate's `skip_first_batches`) sees exactly
+the samples the uninterrupted run would have seen, whatever the number of loader workers, and no two processes ever
+see the same id.
 """
 from __future__ import annotations
 
@@ -15,18 +16,16 @@ from torch.utils.data import Sampler
 
 
 class StepSampler(Sampler[int]):
-    """Infinite stream of this process's sample ids from micro-step `start_micro_step` on."""
+    """Infinite stream of this process's sample ids from micro-step 0 on."""
 
-    def __init__(self, batch_size: int, rank: int = 0, world_size: int = 1, start_micro_step: int = 0,
-                 repeat_first: bool = False):
+    def __init__(self, batch_size: int, rank: int = 0, world_size: int = 1, repeat_first: bool = False):
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"invalid batch_size={batch_size}, rank={rank}, world_size={world_size}")
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
-        self.start_micro_step = start_micro_step
         self.repeat_first = repeat_first  # debugging: overfit the first batch (same ids every step)
 
     def __iter__(self) -> Iterator[int]:
-        m = 0 if self.repeat_first else self.start_micro_step
+        m = 0
         while True:
             base = (m * self.world_size + self.rank) * self.batch_size
             yield from range(base, base + self.batch_size)
