@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..latentsync.face.align import FaceAligner
 from ..latentsync.face.selection import FaceSelector
-from ..latentsync.pipeline import detect_and_align
 
 from . import runtime
 from .types import (FaceAnalyzer, Faces, FaceTrack, LatentSyncModel, face_region_mask, image_to_uint8,
@@ -27,6 +25,9 @@ def face_choice_inputs(what: str = "used") -> list:
 
 def detect_faces(analyzer, model, images, face_selection: str = "largest", face_index: int = 0,
                  progress: runtime.Progress | None = None) -> FaceTrack:
+    from ..latentsync.face.align import FaceAligner  # noqa: PLC0415 - heavy (kornia, OpenCV): imported when run
+    from ..latentsync.pipeline import detect_and_align  # noqa: PLC0415
+
     frames = image_to_uint8(images)
     selector = FaceSelector(mode=face_selection, index=int(face_index))
     aligner = FaceAligner(model.resolution, device=runtime.torch_device())

@@ -9,29 +9,24 @@ and fills a single output tensor. Length modes, face-gap bridging and strict fac
 """
 from __future__ import annotations
 
-import os
-import uuid
-
-import folder_paths
 import torch
 from comfy_api.latest import Input, InputImpl, io
 
 from ..latentsync.face.gaps import DEFAULT_MAX_GAP
 from ..latentsync.face.selection import FaceSelector
-from ..latentsync.pipeline import WINDOW, LipSyncPipeline, TensorFrameSource, TensorSink, output_waveform
-from ..latentsync.precision import cpu_time_warning
 from ..latentsync.timeline import LENGTH_MODES
-from ..latentsync.video_io import MediaError, VideoFileSource, VideoWriter, has_audio, read_audio
+from ..latentsync.x264 import DEFAULT_CRF, DEFAULT_PRESET
 
 from . import runtime
+from .output import frames_preview, output_inputs, temp_video_path, validate_output, video_preview
 from .score import add_output_score, score_switch
-from .types import FaceAnalyzer, LatentSyncModel, WhisperModel, audio_to_waveform, to_fraction, waveform_to_audio
-
-TEMP_SUBFOLDER = "latentsync"
-
+from .types import (FaceAnalyzer, LatentSyncModel, WhisperModel, audio_to_waveform, image_to_uint8, to_fraction,
+                    waveform_to_audio)
 
 def make_pipeline(model, vae, whisper, face_analyzer, face_selection: str = "largest",
-                  face_index: int = 0) -> LipSyncPipeline:
+                  face_index: int = 0):
+    from ..latentsync.pipeline import WINDOW, LipSyncPipeline  # noqa: PLC0415 - heavy: imported when a node runs
+
     return LipSyncPipeline(
         unet=runtime.ManagedUNet(model.patcher, runtime.unet_memory_estimate(model.resolution, WINDOW, model.dtype)),
         vae_codec=runtime.ComfyVAECodec(vae),
@@ -47,6 +42,9 @@ def make_pipeline(model, vae, whisper, face_analyzer, face_selection: str = "lar
 def open_video(video) -> tuple[object, dict | None, str | None]:
     """(frame source, the video's own AUDIO or None, the file behind it or None). A VIDEO that has its own stream
     source (Load Video's file) is read lazily from it; any other VIDEO through its components (already in memory)."""
+    from ..latentsync.pipeline import TensorFrameSource  # noqa: PLC0415
+    from ..latentsync.video_io import VideoFileSource, has_audio, read_audio  # noqa: PLC0415
+
     own_source = type(video).get_stream_source is not Input.Video.get_stream_source
     if own_source:
         stream = video.get_stream_source()
@@ -61,10 +59,13 @@ def open_video(video) -> tuple[object, dict | None, str | None]:
     return TensorFrameSource(components.images, fps=to_fraction(components.frame_rate)), components.audio, None
 
 
-def prepare(pipe: LipSyncPipeline, model, source, audio: dict, length_mode: str, steps: int, guidance: float,
+def prepare(pipe, model, source, audio: dict, length_mode: str, steps: int, guidance: float,
             deepcache: bool, deepcache_interval: int):
     """The output plan for this audio and length mode, and the notes shown on the node (on a CPU: how long a
     window and the whole run will take, said before it starts). Returns (plan, waveform, sample_rate, notes)."""
+    from ..latentsync.pipeline import WINDOW  # noqa: PLC0415
+    from ..latentsync.precision import cpu_time_warning  # noqa: PLC0415
+
     waveform, sample_rate = audio_to_waveform(audio)
     plan = pipe.plan(source.timing, waveform, sample_rate, length_mode)
     notes = []
@@ -76,7 +77,7 @@ def prepare(pipe: LipSyncPipeline, model, source, audio: dict, length_mode: str,
     return plan, waveform, sample_rate, notes
 
 
-def stream(pipe: LipSyncPipeline, source, plan, waveform, sample_rate: int, sink, notes: list[str], seed: int,
+def stream(pipe, source, plan, waveform, sample_rate: int, sink, notes: list[str], seed: int,
            steps: int, guidance: float, deepcache: bool, deepcache_interval: int, max_face_gap: int,
            strict_faces: bool) -> dict:
     """Run the pipeline window by window into `sink` (progress bar + Cancel per step); returns the node's ui."""
@@ -134,6 +135,11 @@ def validate_length_mode(length_mode) -> bool | str:
     return f"unknown length mode {length_mode!r}; choose one of {', '.join(LENGTH_MODES)}"
 
 
+def validate(length_mode="pingpong", crf=None, preset=None) -> bool | str:
+    checked = validate_length_mode(length_mode)
+    return validate_output(crf, preset) if checked is True else checked
+
+
 class LatentSyncLipSyncVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -153,18 +159,23 @@ class LatentSyncLipSyncVideo(io.ComfyNode):
                 *_sampling_inputs(),
                 *_length_and_face_inputs(),
                 score_switch(),
+                *output_inputs("the result video"),
             ],
             outputs=[io.Video.Output(display_name="video", tooltip="The lip-synced video with the audio.")],
+            is_output_node=True,  # shows the video on the node; saves it when filename_prefix is set
         )
 
     @classmethod
-    def validate_inputs(cls, length_mode="pingpong") -> bool | str:
-        return validate_length_mode(length_mode)
+    def validate_inputs(cls, length_mode="pingpong", crf=None, preset=None) -> bool | str:
+        return validate(length_mode, crf, preset)
 
     @classmethod
     def execute(cls, video, model, vae, whisper, face_analyzer, seed, steps, guidance, deepcache,
                 deepcache_interval, audio=None, length_mode="pingpong", max_face_gap=DEFAULT_MAX_GAP,
-                strict_faces=False, score=False) -> io.NodeOutput:
+                strict_faces=False, score=False, filename_prefix="", crf=DEFAULT_CRF,
+                preset=DEFAULT_PRESET) -> io.NodeOutput:
+        from ..latentsync.video_io import MediaError, VideoFileSource, VideoWriter, read_audio  # noqa: PLC0415
+
         source, own_audio, path = open_video(video)
         try:
             if audio is None:
@@ -175,12 +186,10 @@ class LatentSyncLipSyncVideo(io.ComfyNode):
             pipe = make_pipeline(model, vae, whisper, face_analyzer)
             plan, waveform, sample_rate, notes = prepare(pipe, model, source, audio, length_mode, steps, guidance,
                                                          deepcache, deepcache_interval)
-            folder = os.path.join(folder_paths.get_temp_directory(), TEMP_SUBFOLDER)
-            os.makedirs(folder, exist_ok=True)
-            out = os.path.join(folder, f"LatentSync_{uuid.uuid4().hex[:16]}.mp4")
+            out = temp_video_path()
             with VideoWriter(out, plan.fps, source.frame_size, audio=waveform, sample_rate=sample_rate,
                              audio_samples=plan.audio_samples(sample_rate), base=None if plan.constant else plan.base,
-                             inputs=[path] if path else (),
+                             inputs=[path] if path else (), crf=crf, preset=preset,
                              log=lambda message: runtime.LOG.warning("LatentSync: %s", message)) as writer:
                 ui = stream(pipe, source, plan, waveform, sample_rate, writer, notes, seed, steps, guidance,
                             deepcache, deepcache_interval, max_face_gap, strict_faces)
@@ -191,6 +200,7 @@ class LatentSyncLipSyncVideo(io.ComfyNode):
         if score:  # what the user gets: the written file's frames and its (AAC) audio track
             ui = add_output_score(ui, score, out, plan.fps, waveform_to_audio(*read_audio(out)), face_analyzer,
                                   num_frames=len(plan))
+        ui.update(video_preview(cls, out, filename_prefix))
         return io.NodeOutput(InputImpl.VideoFromFile(out), ui=ui)
 
 
@@ -213,21 +223,26 @@ class LatentSyncLipSyncImages(io.ComfyNode):
                 *_sampling_inputs(),
                 *_length_and_face_inputs(),
                 score_switch(),
+                *output_inputs("the result (the frames with the audio)"),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="Lip-synced frames."),
                 io.Audio.Output(display_name="audio", tooltip="The audio, cut (or padded) to the frames' duration."),
             ],
+            is_output_node=True,  # previews frames on the node; saves a video when filename_prefix is set
         )
 
     @classmethod
-    def validate_inputs(cls, length_mode="pingpong") -> bool | str:
-        return validate_length_mode(length_mode)
+    def validate_inputs(cls, length_mode="pingpong", crf=None, preset=None) -> bool | str:
+        return validate(length_mode, crf, preset)
 
     @classmethod
     def execute(cls, images, audio, frame_rate, model, vae, whisper, face_analyzer, seed, steps, guidance,
                 deepcache, deepcache_interval, length_mode="pingpong", max_face_gap=DEFAULT_MAX_GAP,
-                strict_faces=False, score=False) -> io.NodeOutput:
+                strict_faces=False, score=False, filename_prefix="", crf=DEFAULT_CRF,
+                preset=DEFAULT_PRESET) -> io.NodeOutput:
+        from ..latentsync.pipeline import WINDOW, TensorFrameSource, TensorSink, output_waveform  # noqa: PLC0415
+
         source = TensorFrameSource(images, fps=to_fraction(frame_rate))  # converted to uint8 window by window
         pipe = make_pipeline(model, vae, whisper, face_analyzer)
         plan, waveform, sample_rate, notes = prepare(pipe, model, source, audio, length_mode, steps, guidance,
@@ -237,6 +252,15 @@ class LatentSyncLipSyncImages(io.ComfyNode):
                     deepcache_interval, max_face_gap, strict_faces)
         out_audio = waveform_to_audio(output_waveform(waveform, sample_rate, plan), sample_rate)
         ui = add_output_score(ui, score, sink.frames, plan.fps, out_audio, face_analyzer)
+        if filename_prefix:
+            from ..latentsync.video_io import write_video  # noqa: PLC0415
+
+            windows = (image_to_uint8(sink.frames[i : i + WINDOW]) for i in range(0, len(plan), WINDOW))
+            video = write_video(temp_video_path(), windows, plan.fps, audio=output_waveform(waveform, sample_rate, plan),
+                                sample_rate=sample_rate, crf=crf, preset=preset)
+            ui.update(video_preview(cls, str(video), filename_prefix))
+        else:
+            ui.update(frames_preview(cls, sink.frames))
         return io.NodeOutput(sink.frames, out_audio, ui=ui)
 
 

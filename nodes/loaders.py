@@ -25,6 +25,7 @@ MASK_NAME = "mask.png"
 VERSION_CHOICES = ["auto", "1.5", "1.6"]
 DTYPE_CHOICES = ["auto", "fp16", "bf16", "fp32"]
 FACE_BACKENDS = ["auto", "insightface", "offline"]
+DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 
 def _resolution(version: str) -> int:
@@ -55,17 +56,11 @@ def diffusers_vae_choices() -> list[str]:
     """Sub-folders of models/vae (and models/diffusers) that hold a diffusers AutoencoderKL."""
     names = set()
     for folder_name in ("vae", "diffusers"):
-        for root in runtime.folder_roots(folder_name):
-            if not os.path.isdir(root):
-                continue
-            for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-                if "config.json" in filenames and any(
-                    f in filenames for f in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
-                ):
-                    rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
-                    if rel != ".":
-                        names.add(rel)
+        files = set(runtime.all_files(folder_name))
+        for root, rel in files:
+            folder, _, name = rel.rpartition("/")
+            if folder and name in DIFFUSERS_WEIGHTS and (root, f"{folder}/config.json") in files:
+                names.add(folder)
     return sorted(names)
 
 
@@ -268,9 +263,8 @@ def load_diffusers_vae(name: str):
             break
     if folder is None:
         raise FileNotFoundError(f"LatentSync: VAE folder {name!r} not found in models/vae or models/diffusers")
-    weights = next((os.path.join(folder, f) for f in ("diffusion_pytorch_model.safetensors",
-                                                       "diffusion_pytorch_model.bin")
-                    if os.path.isfile(os.path.join(folder, f))), None)
+    weights = next((os.path.join(folder, f) for f in DIFFUSERS_WEIGHTS if os.path.isfile(os.path.join(folder, f))),
+                   None)
     if weights is None:
         raise FileNotFoundError(f"LatentSync: {folder} has no diffusion_pytorch_model.safetensors/.bin")
     key = ("VAE", runtime.ModelCache.stamp(weights))

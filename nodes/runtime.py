@@ -90,6 +90,35 @@ def list_files(folder_name: str, extensions: Iterable[str] = MODEL_EXTENSIONS) -
     return sorted({n.replace("\\", "/") for n in names if n.lower().endswith(exts)})
 
 
+_LISTINGS: dict[str, tuple[list[str], dict[str, float]]] = {}  # root -> (relative files, directory mtimes)
+
+
+def _listing_current(root: str, dirs: dict[str, float]) -> bool:
+    if not dirs:  # the root did not exist when listed
+        return not os.path.isdir(root)
+    try:
+        return all(os.path.getmtime(d) == mtime for d, mtime in dirs.items())
+    except OSError:
+        return False
+
+
+def all_files(folder_name: str) -> list[tuple[str, str]]:
+    """(root, relative path with '/') of every file under every folder registered for `folder_name`, hidden folders
+    left out. Each root is walked once and its listing kept until one of its directories changes (one stat per
+    directory, as ComfyUI checks its own file lists), so building a node's options on every /object_info is cheap."""
+    out = []
+    for root in folder_roots(folder_name):
+        listing = _LISTINGS.get(root)
+        if listing is None or not _listing_current(root, listing[1]):
+            listing = folder_paths.recursive_search(root, excluded_dir_names=[".git"])
+            _LISTINGS[root] = listing
+        for rel in listing[0]:
+            rel = rel.replace(os.sep, "/")
+            if not any(part.startswith(".") for part in rel.split("/")[:-1]):
+                out.append((root, rel))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # devices, dtypes, ModelPatcher
 

@@ -4,18 +4,20 @@ ComfyUI's VIDEO / IMAGE / AUDIO, devices, progress and Cancel to it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from comfy_api.latest import io
 
-from ..latentsync.eval.score import SyncScore, SyncScoreError, SyncScorer
 from ..latentsync.face.selection import FaceSelector
 
 from . import runtime
 from .faces import face_choice_inputs
 from .runtime import LOG, MODEL_CACHE
 from .types import FaceAnalyzer, audio_to_waveform, image_to_uint8, to_fraction, uint8_to_image
+
+if TYPE_CHECKING:
+    from ..latentsync.eval.score import SyncScore
 
 SyncNetModel = io.Custom("LATENTSYNC_SYNCNET")
 """SyncNet-v2, the evaluation network that scores lip sync (LSE-C / LSE-D)."""
@@ -77,6 +79,8 @@ def load_syncnet(name: str = OFFICIAL_SYNCNET, download_missing: bool = True) ->
 def score_images(syncnet: LoadedSyncNet, face_analyzer, images: torch.Tensor, fps, audio: dict,
                  face_selection: str = "largest", face_index: int = 0) -> SyncScore:
     """IMAGE frames at ``fps`` + AUDIO -> `SyncScore`, with the node's progress bar and Cancel."""
+    from ..latentsync.eval.score import SyncScorer  # noqa: PLC0415 - heavy: imported when run
+
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0:
         raise ValueError("expected a non-empty IMAGE batch of video frames")
     waveform, sample_rate = audio_to_waveform(audio)
@@ -110,6 +114,7 @@ def score_video_file(syncnet: LoadedSyncNet, face_analyzer, path: str, num_frame
                      face_selection: str = "largest", face_index: int = 0) -> SyncScore:
     """A video file's ``num_frames`` frames (decoded window by window, never held whole) at ``fps`` + AUDIO ->
     `SyncScore`."""
+    from ..latentsync.eval.score import SyncScorer  # noqa: PLC0415
     from ..latentsync.video_io import iter_video_frames  # noqa: PLC0415
 
     n = int(num_frames)
@@ -130,6 +135,7 @@ def add_output_score(ui: dict, enabled: bool, frames: torch.Tensor | str, fps, a
     never fails the lip-sync itself."""
     if not enabled:
         return ui
+    from ..latentsync.eval.score import SyncScoreError  # noqa: PLC0415
     from ..latentsync.eval.syncnet_v2 import SyncNetLoadError  # noqa: PLC0415
     from ..latentsync.hub import ModelNotFoundError  # noqa: PLC0415
 
@@ -211,6 +217,8 @@ class LatentSyncSyncScore(io.ComfyNode):
     @classmethod
     def execute(cls, syncnet, face_analyzer, frame_rate, face_selection, face_index, video=None, images=None,
                 audio=None) -> io.NodeOutput:
+        from ..latentsync.eval.score import SyncScoreError  # noqa: PLC0415
+
         if video is not None:
             components = video.get_components()
             images, fps = components.images, components.frame_rate

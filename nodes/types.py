@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from comfy_api.latest import io
 
-from ..latentsync.pipeline import AlignedFaces
+if TYPE_CHECKING:
+    from ..latentsync.pipeline import AlignedFaces
 
 # ---------------------------------------------------------------------------------------------------------------
 # custom socket types

@@ -243,6 +243,34 @@ def test_diffusers_folder_vae_loader_explains_what_comfyui_cannot_load(diffusers
         N["LatentSyncVAELoader"].execute("narrow-vae")
 
 
+def test_vae_folder_choices_are_listed_once_and_follow_changes(tmp_path, monkeypatch):
+    """The diffusers-folder VAE loader's options come from a listing kept until a folder changes: building the
+    node's definition again (every /object_info) walks nothing; a new VAE folder still shows up."""
+    import time
+
+    def vae_folder(path: Path) -> None:
+        path.mkdir(parents=True)
+        (path / "config.json").write_text("{}")
+        (path / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+
+    root = tmp_path / "vae"
+    vae_folder(root / "first")
+    vae_folder(root / ".hidden" / "skipped")
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "vae", ([str(root)], set()))
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "diffusers", ([str(tmp_path / "absent")], set()))
+    walks = []
+    walk = os.walk
+    monkeypatch.setattr(os, "walk", lambda top, *a, **k: (walks.append(top), walk(top, *a, **k))[1])
+    options = lambda: N["LatentSyncVAELoader"].GET_SCHEMA().inputs[0].options  # noqa: E731
+    assert options() == ["first"] and walks == [str(root)]
+    for _ in range(3):
+        assert options() == ["first"]
+    assert walks == [str(root)]  # listed once
+    time.sleep(0.05)  # a new modification time for the folder
+    vae_folder(root / "nested" / "second")
+    assert options() == ["first", "nested/second"] and len(walks) == 2
+
+
 def test_comfy_load_vae_reads_the_tiny_sets_official_file_as_taesd(tiny_models):
     """The shipped workflows name vae-ft-mse-840000-ema-pruned.safetensors; ComfyUI's own Load VAE reads the tiny
     set's file of that name as a TAESD (fast on a CPU) and ignores the narrow SD VAE the library reads from it."""
@@ -376,6 +404,49 @@ def test_video_node_passes_frames_without_face_through(loaded):
     assert abs(out_audio["waveform"].shape[-1] - 13230) < 1024  # the audio, cut to the frames (AAC frames)
     assert out.ui["latentsync_faces"][0]["without_face"] == n
     assert not [p for p in temp_outputs() if ".part" in p]
+    # ComfyUI's own video preview of that file on the node (what Save Video's ui.PreviewVideo sends)
+    assert out.ui["images"] == [{"filename": path.name, "subfolder": "latentsync", "type": "temp"}]
+    assert out.ui["animated"] == (True,)
+    assert N["LatentSyncLipSyncVideo"].GET_SCHEMA().is_output_node
+
+
+def x264_settings(path: Path) -> str:
+    """The settings x264 writes into the stream it encodes (its SEI message)."""
+    data = path.read_bytes()
+    start = data.index(b"x264 - core")
+    return data[start:data.index(b"\x00", start)].decode("ascii", errors="replace")
+
+
+@pytest.fixture
+def output_dir(tmp_path, monkeypatch) -> Path:
+    """ComfyUI's output folder, for this test only."""
+    monkeypatch.setattr(folder_paths, "output_directory", str(tmp_path / "output"))
+    return tmp_path / "output"
+
+
+def test_video_node_saves_to_output_with_its_quality_settings(loaded, output_dir):
+    model, vae, whisper, faces = loaded
+    video = video_of(smooth_frames(3, 32, 32, seed=4), Fraction(25), audio=tone(0.2, 16000))
+    run = N["LatentSyncLipSyncVideo"].execute
+    default = Path(run(video, model, vae, whisper, faces, 1, 1, 1.0, False, 3).result[0].get_stream_source())
+    assert "crf=18.0" in x264_settings(default) and "subme=7" in x264_settings(default)  # CRF 18, preset medium
+    out = run(video, model, vae, whisper, faces, 1, 1, 1.0, False, 3, filename_prefix="lipsync/test", crf=30,
+              preset="ultrafast")
+    (saved,) = out.ui["images"]
+    assert saved["type"] == "output" and saved["subfolder"] == "lipsync" and saved["filename"].startswith("test_")
+    file = output_dir / "lipsync" / saved["filename"]
+    temp = Path(out.result[0].get_stream_source())
+    settings = x264_settings(temp)
+    assert "crf=30.0" in settings and "subme=0" in settings  # ultrafast
+    with av.open(str(temp)) as a, av.open(str(file)) as b:  # the streams copied, not encoded again
+        assert [p.size for p in a.demux(video=0)] == [p.size for p in b.demux(video=0)]
+    assert not [p for p in file.parent.iterdir() if p.name.startswith(".")]  # no part file left
+    again = run(video, model, vae, whisper, faces, 1, 1, 1.0, False, 3, filename_prefix="lipsync/test")
+    assert again.ui["images"][0]["filename"] != saved["filename"]  # numbered as Save Video numbers
+    validate = N["LatentSyncLipSyncVideo"].validate_inputs
+    assert validate(crf=20, preset="slow") is True and validate() is True
+    assert "unknown x264 preset 'fastest'" in validate(preset="fastest")
+    assert "crf must be in [0, 51]" in validate(crf=52)
 
 
 def test_video_node_uses_the_videos_own_audio_when_none_is_connected(loaded):
@@ -489,6 +560,25 @@ def test_images_node_outputs_image_and_audio(loaded):
     assert out_images.shape == (6, 21, 35, 3) and out_images.dtype == torch.float32  # round(0.5 * 12.5) = 6
     assert torch.equal(out_images, images[[0, 1, 1, 0, 0, 1]])
     assert out_audio["waveform"].shape == (1, 1, 7680) and out_audio["sample_rate"] == 16000
+    previews = result.ui["images"]  # ComfyUI's image preview of the frames, on the node
+    assert len(previews) == 6 and all(p["type"] == "temp" and p["filename"].endswith(".png") for p in previews)
+
+
+def test_images_node_previews_a_sample_of_frames_and_saves_a_video(loaded, output_dir):
+    model, vae, whisper, faces = loaded
+    images = smooth_frames(20, 24, 32, seed=2)
+    run = N["LatentSyncLipSyncImages"].execute
+    out = run(images, tone(2.0, 16000), 20.0, model, vae, whisper, faces, 1, 1, 1.0, False, 3, length_mode="cut_off")
+    assert len(out.ui["images"]) == 16  # a sample, evenly spread, not all 20 frames
+    saved = run(images, tone(2.0, 16000), 20.0, model, vae, whisper, faces, 1, 1, 1.0, False, 3,
+                length_mode="cut_off", filename_prefix="LatentSyncImages", crf=0).ui
+    (item,) = saved["images"]
+    assert item["type"] == "output" and saved["animated"] == (True,)
+    frames, rate, audio = decoded(InputImpl.VideoFromFile(
+        str(output_dir / item["subfolder"] / item["filename"])))
+    assert frames.shape == (20, 24, 32, 3) and rate == 20
+    assert (frames - images).abs().mean() < 6 / 255  # the frames, up to the H.264 4:2:0 encode
+    assert abs(audio["waveform"].shape[-1] - 16000) < 1024
 
 
 def test_missing_official_files_name_what_and_where_when_download_is_off(loaded):
