@@ -18,7 +18,7 @@ DTYPES = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": t
 
 def build_parser() -> argparse.ArgumentParser:
     from .face.gaps import DEFAULT_MAX_GAP
-    from .timeline import LENGTH_MODES
+    from .timeline import LENGTH_MODE_ALIASES, LENGTH_MODES
 
     p = argparse.ArgumentParser(prog="python -m latentsync", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,9 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which face when there are several (then tracked): the largest, or the --face-index-th "
                         "from the left")
     p.add_argument("--face-index", type=int, default=0)
-    p.add_argument("--length-mode", choices=list(LENGTH_MODES), default="pingpong",
-                   help="when audio and video differ in length: pingpong (default, official), loop, cut_off "
-                        "(the shorter), silence (whole video, silence after the audio), freeze (hold the last frame)")
+    p.add_argument("--length-mode", choices=[*LENGTH_MODES, *LENGTH_MODE_ALIASES], default="pingpong",
+                   help="when audio and video differ in length: pingpong (default, official; also called bounce), "
+                        "loop, cut_off (the shorter), silence (whole video, silence after the audio), freeze (hold "
+                        "the last frame)")
     p.add_argument("--max-gap", type=int, default=DEFAULT_MAX_GAP,
                    help="bridge detection gaps of up to this many frames by interpolating the alignment "
                         f"(default {DEFAULT_MAX_GAP}; 0: off); longer gaps pass through unchanged")

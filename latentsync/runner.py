@@ -113,7 +113,7 @@ def run_lipsync(video: Path, audio: Path | None, out: Path, version: str = "1.5"
     from .timeline import check_length_mode
     from .video_io import MediaError, VideoFileSource, VideoWriter, has_audio, read_audio
 
-    check_length_mode(length_mode)
+    length_mode = check_length_mode(length_mode)
     if max_gap < 0:
         raise ValueError(f"max gap must be >= 0 frames, got {max_gap}")
     selector = FaceSelector(mode=face_selection, index=int(face_index))

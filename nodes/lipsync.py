@@ -14,7 +14,7 @@ from comfy_api.latest import Input, InputImpl, io
 
 from ..latentsync.face.gaps import DEFAULT_MAX_GAP
 from ..latentsync.face.selection import FaceSelector
-from ..latentsync.timeline import LENGTH_MODES
+from ..latentsync.timeline import LENGTH_MODE_ALIASES, LENGTH_MODES
 from ..latentsync.x264 import DEFAULT_CRF, DEFAULT_PRESET
 
 from . import runtime
@@ -114,9 +114,10 @@ def _length_and_face_inputs() -> list:
     return [
         io.Combo.Input("length_mode", options=list(LENGTH_MODES), default="pingpong", optional=True,
                        tooltip="When audio and video differ in length. pingpong: play the video back and forth "
-                               "to the audio's length (official); loop: from the start again; cut_off: the shorter "
-                               "of the two; silence: the whole video, frames after the audio get silence; freeze: "
-                               "hold the last frame. The audio is always yours, at its own rate and channels."),
+                               "to the audio's length (official; bounce, ComfyUI's name for it, is accepted too); "
+                               "loop: from the start again; cut_off: the shorter of the two; silence: the whole "
+                               "video, frames after the audio get silence; freeze: hold the last frame. The audio "
+                               "is always yours, at its own rate and channels."),
         io.Int.Input("max_face_gap", default=DEFAULT_MAX_GAP, min=0, max=250, optional=True,
                      tooltip="Frames without a detected face between two with one: gaps up to this long are "
                              "bridged by interpolating the alignment (no flicker); longer ones pass through "
@@ -130,9 +131,9 @@ def _length_and_face_inputs() -> list:
 def validate_length_mode(length_mode) -> bool | str:
     """Checked when the prompt is queued: ComfyUI 0.3.75 does not check a V3 combo's value against its options, so
     an unknown length mode is rejected here (with the choices) instead of failing after the video is opened."""
-    if length_mode is None or length_mode in LENGTH_MODES:
+    if length_mode is None or length_mode in LENGTH_MODES or length_mode in LENGTH_MODE_ALIASES:
         return True
-    return f"unknown length mode {length_mode!r}; choose one of {', '.join(LENGTH_MODES)}"
+    return f"unknown length mode {length_mode!r}; choose one of {', '.join(LENGTH_MODES)} (bounce = pingpong)"
 
 
 def validate(length_mode="pingpong", crf=None, preset=None) -> bool | str:

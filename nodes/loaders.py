@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from comfy_api.latest import io
@@ -122,21 +123,31 @@ def read_unet_config(path: str) -> dict | None:
     return hub.read_unet_config(cfg) if cfg.is_file() else None
 
 
-def resolve_version(choice: str, name: str) -> str:
-    """'auto': from the file's folder name (v1.5/..., v1.6/...); otherwise the choice."""
+class VersionChoice(NamedTuple):
+    version: str
+    how: str  # shown on the loader node
+    assumed: bool = False  # 'auto' found no version in the name
+
+
+def resolve_version(choice: str, name: str) -> VersionChoice:
+    """'auto': from the file's folder name (v1.5/..., v1.6/...) or file name, else 1.5 with a warning; otherwise the
+    choice."""
     if choice != "auto":
         if choice not in VERSION_CHOICES:
             raise ValueError(f"unknown version {choice!r}")
-        return choice
+        return VersionChoice(choice, "chosen in the loader")
     parts = [p.lower() for p in name.replace("\\", "/").split("/")]
     for version in ("1.6", "1.5"):
-        if any(p in (f"v{version}", version, f"latentsync-{version}", f"latentsync_{version}") for p in parts[:-1]):
-            return version
+        folder = next((p for p in parts[:-1]
+                       if p in (f"v{version}", version, f"latentsync-{version}", f"latentsync_{version}")), None)
+        if folder is not None:
+            return VersionChoice(version, f"auto: from the folder name {folder}/")
         if version in parts[-1]:
-            return version
+            return VersionChoice(version, f"auto: from the file name {parts[-1]}")
     LOG.warning("LatentSync: cannot tell the version of %s from its name; assuming 1.5 (choose it in the loader)",
                 name)
-    return "1.5"
+    return VersionChoice("1.5", "auto: assumed, the name has no version; choose 1.5 or 1.6 in the loader if this "
+                                "is wrong", assumed=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -155,7 +166,7 @@ def load_latentsync(checkpoint: str, version: str = "auto", dtype: str = "auto",
 
         official = hub.unet_file(official_version)
     path = locate_latentsync_file(checkpoint, official, download_missing)
-    ver = resolve_version(version, checkpoint)
+    ver = resolve_version(version, checkpoint).version
     resolution = _resolution(ver)
     device = runtime.torch_device()
     torch_dtype = runtime.pick_dtype(dtype, device)
@@ -311,7 +322,12 @@ class LatentSyncModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, checkpoint, version, dtype, download_missing) -> io.NodeOutput:
-        return io.NodeOutput(load_latentsync(checkpoint, version, dtype, download_missing))
+        runtime.check_relative(checkpoint)
+        chosen = resolve_version(version, checkpoint)
+        model = load_latentsync(checkpoint, chosen.version, dtype, download_missing)
+        ui = {"latentsync_model": [{"version": model.version, "resolution": model.resolution, "how": chosen.how,
+                                    "assumed": chosen.assumed, "tiny": model.is_tiny}]}
+        return io.NodeOutput(model, ui=ui)
 
 
 class LatentSyncWhisperLoader(io.ComfyNode):

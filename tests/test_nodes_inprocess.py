@@ -657,3 +657,48 @@ def test_sync_score_node_says_what_to_connect(loaded):
         score(syncnet, faces, 25.0, "largest", 0, images=images, audio=tone(1.0, 16000))
     with pytest.raises((ValueError, FileNotFoundError)):
         N["LatentSyncSyncNetLoader"].execute("../../etc/passwd", False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# names that match: the README, the nodes, the length modes, the version on the loader
+
+
+def test_readme_node_table_matches_the_nodes():
+    import re
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    table = text[text.index("| node | inputs → outputs |"):].split("\n\n")[0]
+    rows = re.findall(r"^\| \*\*(.+?)\*\* `(\w+)` \| (.*) \|$", table, flags=re.M)
+    assert {node_id: name for name, node_id, _ in rows} == {i: c.GET_SCHEMA().display_name for i, c in N.items()}
+    types = {io_.get_io_type() for c in N.values() for io_ in [*c.GET_SCHEMA().inputs, *c.GET_SCHEMA().outputs]}
+    for _name, node_id, cell in rows:
+        for custom in re.findall(r"LATENTSYNC_[A-Z_]+", cell):
+            assert custom in types, f"{node_id}: the README names {custom}, the code has {sorted(types)}"
+    modes = re.findall(r"^\| `(\w+)` ", text[text.index("| mode | output length |"):].split("\n\n")[0], flags=re.M)
+    lib = sys.modules[f"{PACK.__name__}.latentsync.timeline"]
+    assert sorted(modes) == sorted(lib.LENGTH_MODES)
+
+
+def test_bounce_is_accepted_by_the_one_node_paths(loaded):
+    for node in ("LatentSyncLipSyncVideo", "LatentSyncLipSyncImages"):
+        assert N[node].validate_inputs(length_mode="bounce") is True
+        assert "unknown length mode 'boomerang'" in N[node].validate_inputs(length_mode="boomerang")
+    model, vae, whisper, faces = loaded
+    images = random_frames(3, 24, 24, seed=1)
+    out = N["LatentSyncLipSyncImages"].execute(images, tone(0.4, 16000), 15.0, model, vae, whisper, faces, 1, 1,
+                                               1.0, False, 3, length_mode="bounce")
+    assert torch.equal(out.result[0], images[[0, 1, 2, 2, 1, 0]])  # ping-pong
+    assert out.ui["latentsync_faces"][0]["length_mode"] == "pingpong"
+
+
+def test_model_loader_shows_the_version_and_how_it_was_chosen(loaded):
+    loader = N["LatentSyncModelLoader"].execute
+    (info,) = loader("v1.5/latentsync_unet.pt", "auto", "auto", False).ui["latentsync_model"]
+    assert info == {"version": "1.5", "resolution": 256, "how": "auto: from the folder name v1.5/", "assumed": False,
+                    "tiny": True}
+    (info,) = loader("v1.5/latentsync_unet.pt", "1.5", "auto", False).ui["latentsync_model"]
+    assert info["how"] == "chosen in the loader"
+    loaders = sys.modules[f"{PACK.__name__}.nodes.loaders"]
+    guess = loaders.resolve_version("auto", "custom/unet.safetensors")
+    assert guess.version == "1.5" and guess.assumed and "the name has no version" in guess.how
+    assert loaders.resolve_version("auto", "latentsync-1.6/unet.pt").version == "1.6"

@@ -201,3 +201,47 @@ app.registerExtension({
     };
   },
 });
+
+// The model loader says which LatentSync version it loads and how it knows (`auto` reads it from the folder or file
+// name and assumes 1.5 when the name has none): `{latentsync_model: [{version, resolution, how, assumed, tiny}]}`,
+// drawn under the node; an assumed version or a tiny random set in the warning colour.
+function modelText(info) {
+  const tiny = info.tiny ? " \u2014 TINY RANDOM set: the mouth is noise" : "";
+  return `LatentSync ${info.version} (${info.resolution} px faces), ${info.how}${tiny}`;
+}
+
+app.registerExtension({
+  name: "LatentSync.ModelVersion",
+
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData.name !== "LatentSyncModelLoader") return;
+
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (message) {
+      const result = onExecuted?.apply(this, arguments);
+      const info = message?.latentsync_model?.[0];
+      if (info) {
+        this.latentsyncModel = info;
+        this.setDirtyCanvas?.(true, true);
+      }
+      return result;
+    };
+
+    const onDrawForeground = nodeType.prototype.onDrawForeground;
+    nodeType.prototype.onDrawForeground = function (ctx) {
+      const result = onDrawForeground?.apply(this, arguments);
+      const info = this.latentsyncModel;
+      if (!info || this.flags?.collapsed) return result;
+      ctx.save();
+      ctx.font = "12px sans-serif";
+      ctx.textAlign = "left";
+      ctx.textBaseline = "top";
+      ctx.fillStyle = info.assumed || info.tiny ? WARN_COLOR : OK_COLOR;
+      wrapLines(ctx, modelText(info), Math.max(this.size[0] - 12, 120)).forEach((line, i) => {
+        ctx.fillText(line, 6, this.size[1] + 6 + 15 * i);
+      });
+      ctx.restore();
+      return result;
+    };
+  },
+});
