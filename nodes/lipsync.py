@@ -10,7 +10,7 @@ and fills a single output tensor. Length modes, face-gap bridging and strict fac
 from __future__ import annotations
 
 import torch
-from comfy_api.latest import Input, InputImpl, io
+from comfy_api.latest import InputImpl, io
 
 from ..latentsync.face.gaps import DEFAULT_MAX_GAP
 from ..latentsync.options import LipSyncOptions
@@ -20,8 +20,8 @@ from ..latentsync.x264 import DEFAULT_CRF, DEFAULT_PRESET
 from . import runtime
 from .output import frames_preview, output_inputs, temp_video_path, validate_output, video_preview
 from .score import add_output_score, score_switch
-from .types import (FaceAnalyzer, LatentSyncModel, WhisperModel, audio_to_waveform, image_to_uint8, to_fraction,
-                    waveform_to_audio)
+from .types import (FaceAnalyzer, LatentSyncModel, WhisperModel, audio_to_waveform, image_to_uint8, open_video,
+                    to_fraction, waveform_to_audio)
 
 def node_options(seed, steps, guidance, deepcache, deepcache_interval, length_mode="pingpong",
                  max_face_gap=DEFAULT_MAX_GAP, strict_faces=False, **more) -> LipSyncOptions:
@@ -44,26 +44,6 @@ def make_pipeline(model, vae, whisper, face_analyzer, options: LipSyncOptions):
         device=runtime.torch_device(),
         selector=options.face_selector(),
     )
-
-
-def open_video(video) -> tuple[object, dict | None, str | None]:
-    """(frame source, the video's own AUDIO or None, the file behind it or None). A VIDEO that has its own stream
-    source (Load Video's file) is read lazily from it; any other VIDEO through its components (already in memory)."""
-    from ..latentsync.pipeline import TensorFrameSource  # noqa: PLC0415
-    from ..latentsync.video_io import VideoFileSource, has_audio, read_audio  # noqa: PLC0415
-
-    own_source = type(video).get_stream_source is not Input.Video.get_stream_source
-    if own_source:
-        stream = video.get_stream_source()
-        name = stream if isinstance(stream, str) else "the input video"
-        source = VideoFileSource(stream, name=name)
-        audio = None
-        if has_audio(stream):
-            waveform, rate = read_audio(stream, name=name)
-            audio = waveform_to_audio(waveform, rate)
-        return source, audio, stream if isinstance(stream, str) else None
-    components = video.get_components()
-    return TensorFrameSource(components.images, fps=to_fraction(components.frame_rate)), components.audio, None
 
 
 def prepare(pipe, model, source, audio: dict, options: LipSyncOptions):

@@ -3,7 +3,8 @@ diffusers folder (ComfyUI's own Load VAE is the normal way to get the VAE).
 
 Files live in ComfyUI's model folders: `models/latentsync/` (registered with `folder_paths`, so extra_model_paths
 work) and `models/insightface/` (shared with other packs). Official files that are missing are downloaded on demand
-through `latentsync.hub` (into ComfyUI's models folder), unless switched off.
+through `latentsync.hub` into the first latentsync model folder (the first one extra_model_paths.yaml configures,
+else models/latentsync), with progress on the node and Cancel, unless switched off.
 """
 from __future__ import annotations
 
@@ -84,22 +85,30 @@ def _is_tiny(models_root: Path) -> bool:
     return hub.is_tiny_set(models_root)
 
 
+def download_into(official, download: bool) -> Path:
+    """An official latentsync file that is missing, downloaded (when allowed) into the first latentsync model
+    folder, with the node's progress bar and Cancel (a cancelled download leaves only a resumable `.part` file)."""
+    from ..latentsync import hub  # noqa: PLC0415
+
+    folder = Path(runtime.download_folder(runtime.LATENTSYNC_FOLDER))
+    if _is_tiny(folder.parent) or _is_tiny(Path(runtime.default_models_root())):
+        download = False  # never complete a tiny random set with real files
+    file = hub.in_folder(official, runtime.LATENTSYNC_FOLDER)
+    LOG.info("LatentSync: %s is missing; %s", file.relpath,
+             f"downloading it into {folder}" if download else "download is off")
+    return hub.locate_file(folder, file, download=download, progress=runtime.DownloadProgress(),
+                           no_download_reason="download_missing is off in the loader node")
+
+
 def locate_latentsync_file(name: str, official, download: bool) -> str:
-    """Full path of `name` in models/latentsync; an official file that is missing is downloaded (hub)."""
+    """Full path of `name` in the latentsync model folders; an official file that is missing is downloaded."""
     path = runtime.find_in_folder(runtime.LATENTSYNC_FOLDER, name)
     if path is not None:
         return path
     folders = ", ".join(runtime.folder_roots(runtime.LATENTSYNC_FOLDER))
     if official is None:
         raise FileNotFoundError(f"LatentSync: {name!r} not found in the latentsync model folders ({folders})")
-    from ..latentsync import hub  # noqa: PLC0415
-
-    root = Path(runtime.default_models_root())
-    if _is_tiny(root):
-        download = False
-    LOG.info("LatentSync: %s is missing; %s", name, "downloading it" if download else "download is off")
-    return str(hub.locate_file(root, official, download=download,
-                               no_download_reason="download_missing is off in the loader node"))
+    return str(download_into(official, download))
 
 
 def locate_mask(models_root: Path, resolution: int, download: bool) -> torch.Tensor:
@@ -109,9 +118,7 @@ def locate_mask(models_root: Path, resolution: int, download: bool) -> torch.Ten
     candidate = models_root / "latentsync" / MASK_NAME
     path = candidate if candidate.is_file() else runtime.find_in_folder(runtime.LATENTSYNC_FOLDER, MASK_NAME)
     if path is None:
-        root = Path(runtime.default_models_root())
-        path = hub.locate_file(root, hub.MASK_FILE, download=download and not _is_tiny(root),
-                               no_download_reason="download_missing is off in the loader node")
+        path = download_into(hub.MASK_FILE, download)
     return load_mask(path, resolution)
 
 
@@ -214,13 +221,15 @@ def load_whisper(name: str, download_missing: bool = True) -> LoadedWhisper:
 
 def choose_face_backend(backend: str, download: bool):
     """`latentsync.face.backend_choice.choose_face_backend` over ComfyUI's insightface folders (models/insightface and
-    any extra_model_paths entry); a download goes to ComfyUI's models folder."""
+    any extra_model_paths entry); a download goes to the first of them (the first one extra_model_paths.yaml
+    configures, else models/insightface)."""
     from ..latentsync import hub  # noqa: PLC0415
     from ..latentsync.face.backend_choice import choose_face_backend as choose  # noqa: PLC0415
 
     search = [Path(root) / "models" / hub.INSIGHTFACE_PACK for root in runtime.folder_roots(runtime.INSIGHTFACE_FOLDER)]
     return choose(backend, runtime.default_models_root(), download=download, search=search,
-                  no_download_reason="download_missing is off in the loader node")
+                  no_download_reason="download_missing is off in the loader node",
+                  folder=runtime.download_folder(runtime.INSIGHTFACE_FOLDER))
 
 
 def load_face_analyzer(backend: str, download_missing: bool = True) -> LoadedFaceAnalyzer:

@@ -44,8 +44,16 @@ def folder_roots(folder_name: str) -> list[str]:
 
 
 def default_models_root() -> str:
-    """Where downloads go: ComfyUI's models folder (the hub layout puts files under <root>/latentsync/...)."""
+    """ComfyUI's models folder (where the tiny-set marker of a models root is looked for)."""
     return folder_paths.models_dir
+
+
+def download_folder(folder_name: str) -> str:
+    """Where a missing file of this model type is downloaded: the first folder registered for it, i.e. the first
+    one extra_model_paths.yaml configures (ComfyUI reads that file before loading custom nodes, and ours is added
+    after it), else ComfyUI's own models/<folder_name>."""
+    roots = folder_roots(folder_name)
+    return roots[0] if roots else os.path.join(folder_paths.models_dir, folder_name)
 
 
 def check_relative(name: str) -> str:
@@ -215,6 +223,24 @@ class Progress:
             self(start + (span * i) // max(1, n))
 
         return report
+
+
+class DownloadProgress:
+    """A download's `progress(bytes so far, total)` for the library: Cancel is checked after every block, and the
+    node's progress bar moves in steps of 0.5 % (not one message per megabyte)."""
+
+    STEPS = 200
+
+    def __init__(self, node_id: str | None = None):
+        self.bar = comfy.utils.ProgressBar(self.STEPS, node_id=node_id)
+        self.shown = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        check_cancel()
+        step = self.STEPS * done // total if total > 0 else 0
+        if step != self.shown:
+            self.shown = step
+            self.bar.update_absolute(min(step, self.STEPS), self.STEPS)
 
 
 # ---------------------------------------------------------------------------------------------------------------

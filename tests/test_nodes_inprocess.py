@@ -364,7 +364,7 @@ def test_face_analyzer_auto_falls_back_to_offline_and_says_why(insightface_folde
         out = N["LatentSyncFaceAnalyzerLoader"].execute("auto", False)
     assert out.result[0].backend == "offline" and type(out.result[0].detector).__name__ == "RetinaFaceDetector"
     (info,) = out.ui["latentsync_face_backend"]
-    target = os.path.join(folder_paths.models_dir, "insightface", "models", "buffalo_l")
+    target = insightface_folder / "models" / "buffalo_l"  # the first insightface folder: where a download would go
     assert info == {"requested": "auto", "backend": "offline",
                     "reason": f"buffalo_l is not in {target} and download_missing is off in the loader node"}
     assert [r.levelname for r in caplog.records if "auto -> offline RetinaFace" in r.message] == ["WARNING"]
@@ -408,6 +408,7 @@ def test_video_node_passes_frames_without_face_through(loaded):
     assert out.ui["images"] == [{"filename": path.name, "subfolder": "latentsync", "type": "temp"}]
     assert out.ui["animated"] == (True,)
     assert N["LatentSyncLipSyncVideo"].GET_SCHEMA().is_output_node
+    assert "crf=18.0" in x264_settings(path) and "subme=7" in x264_settings(path)  # defaults: CRF 18, preset medium
 
 
 def x264_settings(path: Path) -> str:
@@ -428,8 +429,6 @@ def test_video_node_saves_to_output_with_its_quality_settings(loaded, output_dir
     model, vae, whisper, faces = loaded
     video = video_of(smooth_frames(3, 32, 32, seed=4), Fraction(25), audio=tone(0.2, 16000))
     run = N["LatentSyncLipSyncVideo"].execute
-    default = Path(run(video, model, vae, whisper, faces, 1, 1, 1.0, False, 3).result[0].get_stream_source())
-    assert "crf=18.0" in x264_settings(default) and "subme=7" in x264_settings(default)  # CRF 18, preset medium
     out = run(video, model, vae, whisper, faces, 1, 1, 1.0, False, 3, filename_prefix="lipsync/test", crf=30,
               preset="ultrafast")
     (saved,) = out.ui["images"]
@@ -441,8 +440,6 @@ def test_video_node_saves_to_output_with_its_quality_settings(loaded, output_dir
     with av.open(str(temp)) as a, av.open(str(file)) as b:  # the streams copied, not encoded again
         assert [p.size for p in a.demux(video=0)] == [p.size for p in b.demux(video=0)]
     assert not [p for p in file.parent.iterdir() if p.name.startswith(".")]  # no part file left
-    again = run(video, model, vae, whisper, faces, 1, 1, 1.0, False, 3, filename_prefix="lipsync/test")
-    assert again.ui["images"][0]["filename"] != saved["filename"]  # numbered as Save Video numbers
     validate = N["LatentSyncLipSyncVideo"].validate_inputs
     assert validate(crf=20, preset="slow") is True and validate() is True
     assert "unknown x264 preset 'fastest'" in validate(preset="fastest")
@@ -702,3 +699,73 @@ def test_model_loader_shows_the_version_and_how_it_was_chosen(loaded):
     guess = loaders.resolve_version("auto", "custom/unet.safetensors")
     assert guess.version == "1.5" and guess.assumed and "the name has no version" in guess.how
     assert loaders.resolve_version("auto", "latentsync-1.6/unet.pt").version == "1.6"
+
+
+def test_sync_score_node_reads_a_video_file_window_by_window(loaded, face_clip, monkeypatch):
+    """A VIDEO backed by a file is scored from the file, decoded CHUNK frames at a time (never get_components), with
+    the figures the library's own file scoring gives; an AUDIO input replaces the file's track."""
+    from latentsync.eval.files import score_file
+
+    faces = loaded[3]
+    syncnet = N["LatentSyncSyncNetLoader"].execute("auxiliary/syncnet_v2.model", False).result[0]
+    score_mod = sys.modules[f"{PACK.__name__}.nodes.score"]
+    monkeypatch.setattr(score_mod, "CHUNK", 5)
+    reads = []
+    video_io = sys.modules[f"{PACK.__name__}.latentsync.video_io"]
+    read = video_io.VideoFileSource.read
+    monkeypatch.setattr(video_io.VideoFileSource, "read",
+                        lambda self, start, stop: (reads.append(stop - start), read(self, start, stop))[1])
+    out = N["LatentSyncSyncScore"].execute(syncnet, faces, 25.0, "largest", 0, video=FileOnlyVideo(str(face_clip)))
+    assert reads == [5, 5, 2]  # 12 frames, 5 at a time
+    want = score_file(face_clip, syncnet=syncnet.patcher.model.syncnet, detector=faces.detector)
+    confidence, distance, offset, _plot = out.result
+    assert (confidence, distance, offset) == pytest.approx((want.confidence, want.distance, want.offset_frames))
+    silent = {"waveform": torch.zeros(1, 1, 16000), "sample_rate": 16000}
+    other = N["LatentSyncSyncScore"].execute(syncnet, faces, 25.0, "largest", 0, video=FileOnlyVideo(str(face_clip)),
+                                             audio=silent).result
+    assert other[:3] != out.result[:3]  # scored against the connected audio, not the file's track
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# downloads started by a loader
+
+
+def test_loader_download_goes_to_the_first_configured_folder_with_progress_and_cancel(tmp_path, monkeypatch):
+    """A missing official file is downloaded (here from a Hugging Face-like server on 127.0.0.1) into the first
+    latentsync folder (what extra_model_paths.yaml configures comes first), not models/latentsync; the node's
+    progress bar moves as the bytes arrive; Cancel stops it with nothing under the final name, and the next try
+    resumes from the part file."""
+    import comfy.model_management as mm
+    import comfy.utils
+    from test_hub import serve
+
+    loaders = sys.modules[f"{PACK.__name__}.nodes.loaders"]
+    hub = sys.modules[f"{PACK.__name__}.latentsync.hub"]
+    extra, default = tmp_path / "ssd" / "lipsync-models", tmp_path / "models" / "latentsync"
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "latentsync", ([str(extra), str(default)], set()))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "DOWNLOAD_BLOCK", 1000)
+    payload = bytes(range(256)) * 20  # 5120 bytes: 6 blocks
+    updates, cancels = [], []
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None:
+                        updates.append((value, total)))
+
+    def cancel_on_the_third_block():
+        cancels.append(1)
+        if len(cancels) == 3:
+            raise mm.InterruptProcessingException()
+
+    log = []
+    target = extra / "v1.6" / "latentsync_unet.pt"
+    with serve({"/ByteDance/LatentSync-1.6/resolve/main/latentsync_unet.pt": payload}, log) as base:
+        monkeypatch.setenv("HF_ENDPOINT", base)
+        monkeypatch.setattr(RT, "check_cancel", cancel_on_the_third_block)
+        with pytest.raises(mm.InterruptProcessingException):
+            loaders.locate_latentsync_file("v1.6/latentsync_unet.pt", hub.unet_file("1.6"), True)
+        assert not target.exists() and (target.parent / "latentsync_unet.pt.part").stat().st_size == 3000
+        monkeypatch.setattr(RT, "check_cancel", lambda: None)
+        path = loaders.locate_latentsync_file("v1.6/latentsync_unet.pt", hub.unet_file("1.6"), True)
+    assert Path(path) == target and target.read_bytes() == payload and not default.exists()
+    assert log[-1] == ("GET", "/ByteDance/LatentSync-1.6/resolve/main/latentsync_unet.pt", "bytes=3000-")
+    assert [u for u in updates if u[1] == 200][:2] == [(39, 200), (78, 200)]  # 0.5 % steps of the bytes
+    assert updates[-1] == (200, 200)
