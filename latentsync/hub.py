@@ -21,13 +21,16 @@ when ``HF_HUB_OFFLINE`` is set (read at call time).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +54,10 @@ VAE_SINGLE_FILES = (
     "sd-vae-ft-mse.safetensors",
 )
 VERSIONS = ("1.5", "1.6")
+DOWNLOAD_BLOCK = 1 << 20  # bytes read and written at a time (and between two progress reports)
+
+ByteProgress = Callable[[int, int], None]
+"""`progress(bytes so far, total bytes or 0 when unknown)`, called after every block; it may raise to cancel."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,15 @@ class ModelFile:
         if self.repo_id is not None:
             return f"Hugging Face repo {self.repo_id}, file {self.repo_file} ({self.download_url})"
         return self.download_url
+
+
+def in_folder(file: ModelFile, folder_kind: str) -> ModelFile:
+    """The same file with its path relative to its model-type folder itself (``latentsync/whisper/tiny.pt`` ->
+    ``whisper/tiny.pt``), for a folder that need not be ``<models>/latentsync`` (a ComfyUI extra_model_paths entry)."""
+    prefix = folder_kind.rstrip("/") + "/"
+    if not file.relpath.startswith(prefix):
+        raise ValueError(f"{file.relpath} is not under {prefix}")
+    return dataclasses.replace(file, relpath=file.relpath[len(prefix):])
 
 
 def unet_file(version: str) -> ModelFile:
@@ -224,8 +240,16 @@ def _check_sha256(file: ModelFile, root: Path, path: Path, origin: str) -> None:
         )
 
 
-def _url_download(file: ModelFile, root: Path, url: str, timeout: float) -> Path:
-    """urllib download to ``<target>.part`` with HTTP Range resume, checksum, then rename into place."""
+def _hf_resolve_url(file: ModelFile, endpoint: str | None) -> str:
+    """The file's Hugging Face ``resolve`` link on ``endpoint`` (default: ``HF_ENDPOINT``, read at call time)."""
+    base = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    return f"{base}/{file.repo_id}/resolve/main/{urllib.parse.quote(file.repo_file)}"
+
+
+def _url_download(file: ModelFile, root: Path, url: str, timeout: float, progress: ByteProgress | None = None) -> Path:
+    """urllib download to ``<target>.part`` with HTTP Range resume, checksum, then rename into place. ``progress``
+    is called after every block; an exception it raises (a Cancel) stops the download and leaves the ``.part``
+    file, never a file under the final name (the next download resumes from it)."""
     target = root / file.relpath
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
@@ -234,8 +258,15 @@ def _url_download(file: ModelFile, root: Path, url: str, timeout: float) -> Path
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             append = have > 0 and response.status == 206  # the server honoured the Range request
+            done = have if append else 0
+            length = response.headers.get("Content-Length", "")
+            total = done + int(length) if length.isdigit() else 0
             with open(part, "ab" if append else "wb") as out:
-                shutil.copyfileobj(response, out, 1 << 20)
+                while block := response.read(DOWNLOAD_BLOCK):
+                    out.write(block)
+                    done += len(block)
+                    if progress is not None:
+                        progress(done, total)
     except urllib.error.HTTPError as exc:
         if not (exc.code == 416 and have > 0):  # 416: the .part is already complete
             raise _not_found(file, root, f"download from {url} failed: HTTP {exc.code} {exc.reason}") from exc
@@ -254,10 +285,13 @@ def locate_file(
     endpoint: str | None = None,
     timeout: float = 60.0,
     no_download_reason: str = "automatic download is off",
+    progress: ByteProgress | None = None,
 ) -> Path:
     """Path of ``file`` under ``models_root``; downloads it there when missing and allowed.
 
-    ``url`` overrides a URL source (tests, mirrors); ``endpoint`` overrides the Hugging Face endpoint.
+    ``url`` overrides a URL source (tests, mirrors); ``endpoint`` overrides the Hugging Face endpoint. With
+    ``progress``, a Hugging Face file is streamed from its ``resolve`` link by our own resumable download, which
+    reports every block (and stops when ``progress`` raises); without it, ``huggingface_hub`` downloads it.
     """
     root = Path(models_root).expanduser()
     target = root / file.relpath
@@ -269,9 +303,11 @@ def locate_file(
         raise _not_found(file, root, no_download_reason)
     if (reason := offline_reason()) is not None:
         raise _not_found(file, root, reason)
-    if file.repo_id is not None:
+    if file.repo_id is not None and progress is None:
         return _hf_download(file, root, endpoint)
-    return _url_download(file, root, url or file.url, timeout)
+    if file.repo_id is not None:
+        return _url_download(file, root, _hf_resolve_url(file, endpoint), timeout, progress)
+    return _url_download(file, root, url or file.url, timeout, progress)
 
 
 def locate_vae(
@@ -294,8 +330,8 @@ def locate_vae(
     return locate_file(root, VAE_FILE, download=download, endpoint=endpoint, no_download_reason=no_download_reason)
 
 
-def _insightface_error(root: Path, reason: str) -> ModelNotFoundError:
-    target = root / "insightface" / "models" / INSIGHTFACE_PACK
+def _insightface_error(folder: Path, reason: str) -> ModelNotFoundError:
+    target = folder / "models" / INSIGHTFACE_PACK
     return ModelNotFoundError(
         f"InsightFace {INSIGHTFACE_PACK} pack not found: {', '.join(INSIGHTFACE_FILES)} in {target}\n"
         f"  source: insightface model zoo, {INSIGHTFACE_PACK}.zip "
@@ -306,39 +342,40 @@ def _insightface_error(root: Path, reason: str) -> ModelNotFoundError:
     )
 
 
-def locate_insightface(models_root: str | Path, download: bool = True) -> Path:
-    """The ``insightface/models/buffalo_l`` folder with the detector and 106-landmark models.
+def locate_insightface(models_root: str | Path, download: bool = True, folder: str | Path | None = None) -> Path:
+    """The ``insightface/models/buffalo_l`` folder with the detector and 106-landmark models. ``folder``: the
+    insightface folder to use instead of ``<models_root>/insightface`` (a ComfyUI extra_model_paths entry).
 
     Missing files are fetched with insightface's own model-zoo download into a private staging folder, then moved
     in (files already present are kept as they are); the staging folder is removed afterwards.
     """
-    root = Path(models_root).expanduser()
-    pack = root / "insightface" / "models" / INSIGHTFACE_PACK
+    folder = Path(folder).expanduser() if folder is not None else Path(models_root).expanduser() / "insightface"
+    pack = folder / "models" / INSIGHTFACE_PACK
     missing = [f for f in INSIGHTFACE_FILES if not (pack / f).is_file()]
     if not missing:
         return pack
     if not download:
-        raise _insightface_error(root, f"missing {', '.join(missing)}; automatic download is off")
+        raise _insightface_error(folder, f"missing {', '.join(missing)}; automatic download is off")
     if (reason := offline_reason()) is not None:
-        raise _insightface_error(root, f"missing {', '.join(missing)}; {reason}")
+        raise _insightface_error(folder, f"missing {', '.join(missing)}; {reason}")
     try:
         from insightface.utils import storage
     except ImportError as exc:
-        raise _insightface_error(root, missing_package_message("insightface", "downloading buffalo_l")) from exc
+        raise _insightface_error(folder, missing_package_message("insightface", "downloading buffalo_l")) from exc
 
-    (root / "insightface").mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{INSIGHTFACE_PACK}-download-", dir=root / "insightface"))
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{INSIGHTFACE_PACK}-download-", dir=folder))
     try:
         try:
             fetched = Path(storage.ensure_available("models", INSIGHTFACE_PACK, root=str(staging)))
         except zipfile.BadZipFile as exc:
-            raise _insightface_error(root, f"corrupt download ({INSIGHTFACE_PACK}.zip is not a valid zip): {exc}") from exc
+            raise _insightface_error(folder, f"corrupt download ({INSIGHTFACE_PACK}.zip is not a valid zip): {exc}") from exc
         except (OSError, RuntimeError, ValueError) as exc:  # requests errors are OSErrors; insightface raises RuntimeError
-            raise _insightface_error(root, f"download failed: {type(exc).__name__}: {exc}") from exc
+            raise _insightface_error(folder, f"download failed: {type(exc).__name__}: {exc}") from exc
         found = {p.name: p for p in fetched.rglob("*.onnx")}
         absent = [f for f in INSIGHTFACE_FILES if f not in found]
         if absent:
-            raise _insightface_error(root, f"the downloaded {INSIGHTFACE_PACK}.zip lacks {', '.join(absent)}")
+            raise _insightface_error(folder, f"the downloaded {INSIGHTFACE_PACK}.zip lacks {', '.join(absent)}")
         pack.mkdir(parents=True, exist_ok=True)
         for name, src in found.items():
             if not (pack / name).exists():

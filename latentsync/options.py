@@ -21,7 +21,7 @@ from typing import Any
 
 from .devices import DEVICES
 from .face.gaps import DEFAULT_MAX_GAP
-from .timeline import LENGTH_MODES
+from .timeline import LENGTH_MODE_ALIASES, LENGTH_MODES
 
 FACE_SELECTIONS = ("largest", "index", "center")
 DTYPE_NAMES = ("auto", "fp32", "bf16", "fp16")
@@ -172,7 +172,8 @@ class LipSyncOptions(_Options):
                                      minimum=2, maximum=10)
     length_mode: str = option("pingpong", "when audio and video differ in length: pingpong (default, official), "
                               "loop, cut_off (the shorter), silence (whole video, silence after the audio), "
-                              "freeze (hold the last frame)", choices=tuple(LENGTH_MODES))
+                              "freeze (hold the last frame); bounce = pingpong",
+                              choices=(*LENGTH_MODES, *LENGTH_MODE_ALIASES))
     max_gap: int = option(DEFAULT_MAX_GAP, "bridge detection gaps of up to this many frames by interpolating the "
                           f"alignment (default {DEFAULT_MAX_GAP}; 0: off); longer gaps pass through unchanged",
                           minimum=0)

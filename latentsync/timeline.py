@@ -16,6 +16,8 @@ Length modes (what happens when the audio and the video differ in length):
 
 "The audio's length" is counted as ComfyUI and the official code count it: every frame whose middle lies within
 the audio, at least one frame (`round(duration * fps)` at a constant rate, halves rounded up).
+
+`bounce` (the name ComfyUI's own lip-sync node gives the ping-pong mode) is accepted for `pingpong` everywhere.
 """
 from __future__ import annotations
 
@@ -28,12 +30,16 @@ import numpy as np
 from .audio.windows import as_fraction
 
 LENGTH_MODES = ("pingpong", "loop", "cut_off", "silence", "freeze")
+LENGTH_MODE_ALIASES = {"bounce": "pingpong"}  # other names for a mode -> ours
 AUDIO_DRIVEN = ("pingpong", "loop", "freeze")
 
 
 def check_length_mode(mode: str) -> str:
+    """The mode's own name (an alias such as `bounce` gives `pingpong`); ValueError for an unknown one."""
+    mode = LENGTH_MODE_ALIASES.get(mode, mode)
     if mode not in LENGTH_MODES:
-        raise ValueError(f"unknown length mode {mode!r}; choose one of {', '.join(LENGTH_MODES)}")
+        aliases = ", ".join(f"{alias} (= {name})" for alias, name in LENGTH_MODE_ALIASES.items())
+        raise ValueError(f"unknown length mode {mode!r}; choose one of {', '.join(LENGTH_MODES)} (also: {aliases})")
     return mode
 
 
@@ -136,7 +142,7 @@ class OutputPlan:
 
 def source_order(mode: str, num_source: int, num_out: int) -> np.ndarray:
     """Source index of output frames 0..num_out-1 when the video must run `num_out` frames (audio-driven modes)."""
-    check_length_mode(mode)
+    mode = check_length_mode(mode)
     if num_source <= 0:
         raise ValueError("the video has no frames")
     j = np.arange(num_out, dtype=np.int64)
@@ -152,7 +158,7 @@ def source_order(mode: str, num_source: int, num_out: int) -> np.ndarray:
 
 def plan_output(timing: SourceTiming, audio_duration, mode: str = "pingpong") -> OutputPlan:
     """Output frames for a video with `timing` and audio of `audio_duration` seconds, in `mode`."""
-    check_length_mode(mode)
+    mode = check_length_mode(mode)
     audio_duration = Fraction(audio_duration)
     if audio_duration < 0:
         raise ValueError(f"audio duration must be >= 0, got {audio_duration}")

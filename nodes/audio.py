@@ -4,13 +4,14 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..latentsync.audio.windows import num_frames_for_duration
-from ..latentsync.pipeline import audio_embeddings
 
 from . import runtime
 from .types import AudioEmbeddings, AudioFeatures, WhisperModel, audio_to_waveform, to_fraction
 
 
 def embed_audio(whisper, audio: dict, frame_rate, frame_count: int = 0) -> AudioFeatures:
+    from ..latentsync.pipeline import audio_embeddings  # noqa: PLC0415 - heavy (Whisper): imported when run
+
     waveform, sample_rate = audio_to_waveform(audio)
     fps = to_fraction(frame_rate)
     frames = int(frame_count) if frame_count and frame_count > 0 else max(

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..latentsync.face.align import FaceAligner
 from ..latentsync.options import FACE_SELECTIONS, LipSyncOptions
-from ..latentsync.pipeline import detect_and_align
 
 from . import runtime
 from .types import (FaceAnalyzer, Faces, FaceTrack, LatentSyncModel, face_region_mask, image_to_uint8,
@@ -40,6 +38,9 @@ def face_threshold_input() -> io.Float.Input:
 
 def detect_faces(analyzer, model, images, face_selection: str = "largest", face_index: int = 0,
                  progress: runtime.Progress | None = None, face_threshold: float = DEFAULT_THRESHOLD) -> FaceTrack:
+    from ..latentsync.face.align import FaceAligner  # noqa: PLC0415 - heavy (kornia, OpenCV): imported when run
+    from ..latentsync.pipeline import detect_and_align  # noqa: PLC0415
+
     frames = image_to_uint8(images)
     selector = LipSyncOptions(face_selection=face_selection, face_index=int(face_index),
                               face_threshold=float(face_threshold)).validate().face_selector(frames.shape[1:3])

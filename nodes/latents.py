@@ -4,8 +4,6 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..latentsync.pipeline import encode_faces
-
 from . import runtime
 from .types import EncodedFaces, FaceLatents, Faces, FaceTrack, uint8_to_image
 
@@ -13,6 +11,8 @@ WINDOW = 16
 
 
 def encode_track(vae, track: FaceTrack, progress: runtime.Progress | None = None) -> EncodedFaces:
+    from ..latentsync.pipeline import encode_faces  # noqa: PLC0415 - heavy: imported when run
+
     aligned = track.aligned
     index = aligned.has_face.nonzero().flatten()
     k = int(index.numel())

@@ -2,10 +2,11 @@
 forward... until the audio is covered (or cut when the audio is shorter); the audio is cut to the result."""
 from __future__ import annotations
 
+import torch
 from comfy_api.latest import io
 
 from ..latentsync.audio.windows import num_frames_for_duration
-from ..latentsync.pipeline import pingpong_indices
+from ..latentsync.timeline import source_order
 
 from .types import audio_to_waveform, to_fraction, trim_audio
 
@@ -16,7 +17,7 @@ def loop_to_audio(images, audio: dict, frame_rate):
     if images.shape[0] == 0:
         raise ValueError("the IMAGE batch is empty (no frames)")
     count = max(1, num_frames_for_duration(waveform.shape[-1], sample_rate, fps))
-    order = pingpong_indices(images.shape[0], count)
+    order = torch.from_numpy(source_order("pingpong", images.shape[0], count))
     return images[order.to(images.device)], trim_audio(audio, count, fps), count
 
 

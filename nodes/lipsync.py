@@ -9,27 +9,20 @@ and fills a single output tensor. Length modes, face-gap bridging and strict fac
 """
 from __future__ import annotations
 
-import os
-import uuid
-
-import folder_paths
 import torch
-from comfy_api.latest import Input, InputImpl, io
+from comfy_api.latest import InputImpl, io
 
 from ..latentsync.face.gaps import DEFAULT_MAX_GAP
 from ..latentsync.options import LipSyncOptions
-from ..latentsync.pipeline import WINDOW, LipSyncPipeline, TensorFrameSource, TensorSink, output_waveform
-from ..latentsync.precision import cpu_time_warning
-from ..latentsync.timeline import LENGTH_MODES
-from ..latentsync.video_io import MediaError, VideoFileSource, VideoWriter, has_audio, read_audio
+from ..latentsync.timeline import LENGTH_MODE_ALIASES, LENGTH_MODES
+from ..latentsync.x264 import DEFAULT_CRF, DEFAULT_PRESET
 
 from . import runtime
 from .faces import DEFAULT_THRESHOLD, SELECTION_MODES, face_choice_inputs, face_threshold_input
+from .output import frames_preview, output_inputs, temp_video_path, validate_output, video_preview
 from .score import add_output_score, score_switch
-from .types import FaceAnalyzer, LatentSyncModel, WhisperModel, audio_to_waveform, to_fraction, waveform_to_audio
-
-TEMP_SUBFOLDER = "latentsync"
-
+from .types import (FaceAnalyzer, LatentSyncModel, WhisperModel, audio_to_waveform, image_to_uint8, open_video,
+                    to_fraction, waveform_to_audio)
 
 def node_options(seed, steps, guidance, deepcache, deepcache_interval, length_mode="pingpong",
                  max_face_gap=DEFAULT_MAX_GAP, strict_faces=False, **more) -> LipSyncOptions:
@@ -39,8 +32,9 @@ def node_options(seed, steps, guidance, deepcache, deepcache_interval, length_mo
                           max_gap=int(max_face_gap), strict_faces=bool(strict_faces), **more).validate()
 
 
-def make_pipeline(model, vae, whisper, face_analyzer, options: LipSyncOptions,
-                  frame_size: tuple[int, int]) -> LipSyncPipeline:
+def make_pipeline(model, vae, whisper, face_analyzer, options: LipSyncOptions, frame_size: tuple[int, int]):
+    from ..latentsync.pipeline import WINDOW, LipSyncPipeline  # noqa: PLC0415 - heavy: imported when a node runs
+
     return LipSyncPipeline(
         unet=runtime.ManagedUNet(model.patcher, runtime.unet_memory_estimate(model.resolution, WINDOW, model.dtype)),
         vae_codec=runtime.ComfyVAECodec(vae),
@@ -53,26 +47,12 @@ def make_pipeline(model, vae, whisper, face_analyzer, options: LipSyncOptions,
     )
 
 
-def open_video(video) -> tuple[object, dict | None, str | None]:
-    """(frame source, the video's own AUDIO or None, the file behind it or None). A VIDEO that has its own stream
-    source (Load Video's file) is read lazily from it; any other VIDEO through its components (already in memory)."""
-    own_source = type(video).get_stream_source is not Input.Video.get_stream_source
-    if own_source:
-        stream = video.get_stream_source()
-        name = stream if isinstance(stream, str) else "the input video"
-        source = VideoFileSource(stream, name=name)
-        audio = None
-        if has_audio(stream):
-            waveform, rate = read_audio(stream, name=name)
-            audio = waveform_to_audio(waveform, rate)
-        return source, audio, stream if isinstance(stream, str) else None
-    components = video.get_components()
-    return TensorFrameSource(components.images, fps=to_fraction(components.frame_rate)), components.audio, None
-
-
-def prepare(pipe: LipSyncPipeline, model, source, audio: dict, options: LipSyncOptions):
+def prepare(pipe, model, source, audio: dict, options: LipSyncOptions):
     """The output plan for this audio and length mode, and the notes shown on the node (on a CPU: how long a
     window and the whole run will take, said before it starts). Returns (plan, waveform, sample_rate, notes)."""
+    from ..latentsync.pipeline import WINDOW  # noqa: PLC0415
+    from ..latentsync.precision import cpu_time_warning  # noqa: PLC0415
+
     waveform, sample_rate = audio_to_waveform(audio)
     plan = pipe.plan(source.timing, waveform, sample_rate, options.length_mode)
     notes = []
@@ -84,8 +64,7 @@ def prepare(pipe: LipSyncPipeline, model, source, audio: dict, options: LipSyncO
     return plan, waveform, sample_rate, notes
 
 
-def stream(pipe: LipSyncPipeline, source, plan, waveform, sample_rate: int, sink, notes: list[str],
-           options: LipSyncOptions) -> dict:
+def stream(pipe, source, plan, waveform, sample_rate: int, sink, notes: list[str], options: LipSyncOptions) -> dict:
     """Run the pipeline window by window into `sink` (progress bar + Cancel per step); returns the node's ui."""
     report = pipe.run(source, plan, waveform, sample_rate, sink, progress=runtime.Progress(1),
                       **options.pipeline_kwargs())
@@ -119,9 +98,10 @@ def _length_and_face_inputs() -> list:
     return [
         io.Combo.Input("length_mode", options=list(LENGTH_MODES), default="pingpong", optional=True,
                        tooltip="When audio and video differ in length. pingpong: play the video back and forth "
-                               "to the audio's length (official); loop: from the start again; cut_off: the shorter "
-                               "of the two; silence: the whole video, frames after the audio get silence; freeze: "
-                               "hold the last frame. The audio is always yours, at its own rate and channels."),
+                               "to the audio's length (official; bounce, ComfyUI's name for it, is accepted too); "
+                               "loop: from the start again; cut_off: the shorter of the two; silence: the whole "
+                               "video, frames after the audio get silence; freeze: hold the last frame. The audio "
+                               "is always yours, at its own rate and channels."),
         io.Int.Input("max_face_gap", default=DEFAULT_MAX_GAP, min=0, max=250, optional=True,
                      tooltip="Frames without a detected face between two with one: gaps up to this long are "
                              "bridged by interpolating the alignment (no flicker); longer ones pass through "
@@ -140,9 +120,14 @@ def _speaker_inputs() -> list:
 def validate_length_mode(length_mode) -> bool | str:
     """Checked when the prompt is queued: ComfyUI 0.3.75 does not check a V3 combo's value against its options, so
     an unknown length mode is rejected here (with the choices) instead of failing after the video is opened."""
-    if length_mode is None or length_mode in LENGTH_MODES:
+    if length_mode is None or length_mode in LENGTH_MODES or length_mode in LENGTH_MODE_ALIASES:
         return True
-    return f"unknown length mode {length_mode!r}; choose one of {', '.join(LENGTH_MODES)}"
+    return f"unknown length mode {length_mode!r}; choose one of {', '.join(LENGTH_MODES)} (bounce = pingpong)"
+
+
+def validate(length_mode="pingpong", crf=None, preset=None) -> bool | str:
+    checked = validate_length_mode(length_mode)
+    return validate_output(crf, preset) if checked is True else checked
 
 
 class LatentSyncLipSyncVideo(io.ComfyNode):
@@ -165,19 +150,24 @@ class LatentSyncLipSyncVideo(io.ComfyNode):
                 *_length_and_face_inputs(),
                 score_switch(),
                 *_speaker_inputs(),
+                *output_inputs("the result video"),
             ],
             outputs=[io.Video.Output(display_name="video", tooltip="The lip-synced video with the audio.")],
+            is_output_node=True,  # shows the video on the node; saves it when filename_prefix is set
         )
 
     @classmethod
-    def validate_inputs(cls, length_mode="pingpong") -> bool | str:
-        return validate_length_mode(length_mode)
+    def validate_inputs(cls, length_mode="pingpong", crf=None, preset=None) -> bool | str:
+        return validate(length_mode, crf, preset)
 
     @classmethod
     def execute(cls, video, model, vae, whisper, face_analyzer, seed, steps, guidance, deepcache,
                 deepcache_interval, audio=None, length_mode="pingpong", max_face_gap=DEFAULT_MAX_GAP,
                 strict_faces=False, score=False, face_selection="largest", face_index=0,
-                face_threshold=DEFAULT_THRESHOLD) -> io.NodeOutput:
+                face_threshold=DEFAULT_THRESHOLD, filename_prefix="", crf=DEFAULT_CRF,
+                preset=DEFAULT_PRESET) -> io.NodeOutput:
+        from ..latentsync.video_io import MediaError, VideoFileSource, VideoWriter, read_audio  # noqa: PLC0415
+
         options = node_options(seed, steps, guidance, deepcache, deepcache_interval, length_mode, max_face_gap,
                                strict_faces, face_selection=face_selection, face_index=int(face_index),
                                face_threshold=float(face_threshold))
@@ -190,12 +180,10 @@ class LatentSyncLipSyncVideo(io.ComfyNode):
                                      "(e.g. Load Audio)")
             pipe = make_pipeline(model, vae, whisper, face_analyzer, options, source.frame_size)
             plan, waveform, sample_rate, notes = prepare(pipe, model, source, audio, options)
-            folder = os.path.join(folder_paths.get_temp_directory(), TEMP_SUBFOLDER)
-            os.makedirs(folder, exist_ok=True)
-            out = os.path.join(folder, f"LatentSync_{uuid.uuid4().hex[:16]}.mp4")
+            out = temp_video_path()
             with VideoWriter(out, plan.fps, source.frame_size, audio=waveform, sample_rate=sample_rate,
                              audio_samples=plan.audio_samples(sample_rate), base=None if plan.constant else plan.base,
-                             inputs=[path] if path else (),
+                             inputs=[path] if path else (), crf=crf, preset=preset,
                              log=lambda message: runtime.LOG.warning("LatentSync: %s", message)) as writer:
                 ui = stream(pipe, source, plan, waveform, sample_rate, writer, notes, options)
                 writer.close()
@@ -205,6 +193,7 @@ class LatentSyncLipSyncVideo(io.ComfyNode):
         if score:  # what the user gets: the written file's frames and its (AAC) audio track
             ui = add_output_score(ui, score, out, plan.fps, waveform_to_audio(*read_audio(out)), face_analyzer,
                                   num_frames=len(plan))
+        ui.update(video_preview(cls, out, filename_prefix))
         return io.NodeOutput(InputImpl.VideoFromFile(out), ui=ui)
 
 
@@ -228,22 +217,27 @@ class LatentSyncLipSyncImages(io.ComfyNode):
                 *_length_and_face_inputs(),
                 score_switch(),
                 *_speaker_inputs(),
+                *output_inputs("the result (the frames with the audio)"),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="Lip-synced frames."),
                 io.Audio.Output(display_name="audio", tooltip="The audio, cut (or padded) to the frames' duration."),
             ],
+            is_output_node=True,  # previews frames on the node; saves a video when filename_prefix is set
         )
 
     @classmethod
-    def validate_inputs(cls, length_mode="pingpong") -> bool | str:
-        return validate_length_mode(length_mode)
+    def validate_inputs(cls, length_mode="pingpong", crf=None, preset=None) -> bool | str:
+        return validate(length_mode, crf, preset)
 
     @classmethod
     def execute(cls, images, audio, frame_rate, model, vae, whisper, face_analyzer, seed, steps, guidance,
                 deepcache, deepcache_interval, length_mode="pingpong", max_face_gap=DEFAULT_MAX_GAP,
                 strict_faces=False, score=False, face_selection="largest", face_index=0,
-                face_threshold=DEFAULT_THRESHOLD) -> io.NodeOutput:
+                face_threshold=DEFAULT_THRESHOLD, filename_prefix="", crf=DEFAULT_CRF,
+                preset=DEFAULT_PRESET) -> io.NodeOutput:
+        from ..latentsync.pipeline import WINDOW, TensorFrameSource, TensorSink, output_waveform  # noqa: PLC0415
+
         options = node_options(seed, steps, guidance, deepcache, deepcache_interval, length_mode, max_face_gap,
                                strict_faces, face_selection=face_selection, face_index=int(face_index),
                                face_threshold=float(face_threshold))
@@ -254,6 +248,15 @@ class LatentSyncLipSyncImages(io.ComfyNode):
         ui = stream(pipe, source, plan, waveform, sample_rate, sink, notes, options)
         out_audio = waveform_to_audio(output_waveform(waveform, sample_rate, plan), sample_rate)
         ui = add_output_score(ui, score, sink.frames, plan.fps, out_audio, face_analyzer)
+        if filename_prefix:
+            from ..latentsync.video_io import write_video  # noqa: PLC0415
+
+            windows = (image_to_uint8(sink.frames[i : i + WINDOW]) for i in range(0, len(plan), WINDOW))
+            video = write_video(temp_video_path(), windows, plan.fps, audio=output_waveform(waveform, sample_rate, plan),
+                                sample_rate=sample_rate, crf=crf, preset=preset)
+            ui.update(video_preview(cls, str(video), filename_prefix))
+        else:
+            ui.update(frames_preview(cls, sink.frames))
         return io.NodeOutput(sink.frames, out_audio, ui=ui)
 
 

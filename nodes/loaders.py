@@ -3,7 +3,8 @@ diffusers folder (ComfyUI's own Load VAE is the normal way to get the VAE).
 
 Files live in ComfyUI's model folders: `models/latentsync/` (registered with `folder_paths`, so extra_model_paths
 work) and `models/insightface/` (shared with other packs). Official files that are missing are downloaded on demand
-through `latentsync.hub` (into ComfyUI's models folder), unless switched off.
+through `latentsync.hub` into the first latentsync model folder (the first one extra_model_paths.yaml configures,
+else models/latentsync), with progress on the node and Cancel, unless switched off.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from comfy_api.latest import io
@@ -27,6 +29,7 @@ DTYPE_CHOICES = ["auto", "fp16", "bf16", "fp32"]
 FACE_BACKENDS = ["auto", "insightface", "offline"]
 LORA_FOLDER = "loras/"  # models/latentsync/loras/: LoRA files of the U-Net (training.train_unet, lora.rank > 0)
 NO_LORA = "none"
+DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 
 def _resolution(version: str) -> int:
@@ -63,17 +66,11 @@ def diffusers_vae_choices() -> list[str]:
     """Sub-folders of models/vae (and models/diffusers) that hold a diffusers AutoencoderKL."""
     names = set()
     for folder_name in ("vae", "diffusers"):
-        for root in runtime.folder_roots(folder_name):
-            if not os.path.isdir(root):
-                continue
-            for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-                if "config.json" in filenames and any(
-                    f in filenames for f in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
-                ):
-                    rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
-                    if rel != ".":
-                        names.add(rel)
+        files = set(runtime.all_files(folder_name))
+        for root, rel in files:
+            folder, _, name = rel.rpartition("/")
+            if folder and name in DIFFUSERS_WEIGHTS and (root, f"{folder}/config.json") in files:
+                names.add(folder)
     return sorted(names)
 
 
@@ -96,22 +93,30 @@ def _is_tiny(models_root: Path) -> bool:
     return hub.is_tiny_set(models_root)
 
 
+def download_into(official, download: bool) -> Path:
+    """An official latentsync file that is missing, downloaded (when allowed) into the first latentsync model
+    folder, with the node's progress bar and Cancel (a cancelled download leaves only a resumable `.part` file)."""
+    from ..latentsync import hub  # noqa: PLC0415
+
+    folder = Path(runtime.download_folder(runtime.LATENTSYNC_FOLDER))
+    if _is_tiny(folder.parent) or _is_tiny(Path(runtime.default_models_root())):
+        download = False  # never complete a tiny random set with real files
+    file = hub.in_folder(official, runtime.LATENTSYNC_FOLDER)
+    LOG.info("LatentSync: %s is missing; %s", file.relpath,
+             f"downloading it into {folder}" if download else "download is off")
+    return hub.locate_file(folder, file, download=download, progress=runtime.DownloadProgress(),
+                           no_download_reason="download_missing is off in the loader node")
+
+
 def locate_latentsync_file(name: str, official, download: bool) -> str:
-    """Full path of `name` in models/latentsync; an official file that is missing is downloaded (hub)."""
+    """Full path of `name` in the latentsync model folders; an official file that is missing is downloaded."""
     path = runtime.find_in_folder(runtime.LATENTSYNC_FOLDER, name)
     if path is not None:
         return path
     folders = ", ".join(runtime.folder_roots(runtime.LATENTSYNC_FOLDER))
     if official is None:
         raise FileNotFoundError(f"LatentSync: {name!r} not found in the latentsync model folders ({folders})")
-    from ..latentsync import hub  # noqa: PLC0415
-
-    root = Path(runtime.default_models_root())
-    if _is_tiny(root):
-        download = False
-    LOG.info("LatentSync: %s is missing; %s", name, "downloading it" if download else "download is off")
-    return str(hub.locate_file(root, official, download=download,
-                               no_download_reason="download_missing is off in the loader node"))
+    return str(download_into(official, download))
 
 
 def locate_mask(models_root: Path, resolution: int, download: bool) -> torch.Tensor:
@@ -121,9 +126,7 @@ def locate_mask(models_root: Path, resolution: int, download: bool) -> torch.Ten
     candidate = models_root / "latentsync" / MASK_NAME
     path = candidate if candidate.is_file() else runtime.find_in_folder(runtime.LATENTSYNC_FOLDER, MASK_NAME)
     if path is None:
-        root = Path(runtime.default_models_root())
-        path = hub.locate_file(root, hub.MASK_FILE, download=download and not _is_tiny(root),
-                               no_download_reason="download_missing is off in the loader node")
+        path = download_into(hub.MASK_FILE, download)
     return load_mask(path, resolution)
 
 
@@ -135,21 +138,31 @@ def read_unet_config(path: str) -> dict | None:
     return hub.read_unet_config(cfg) if cfg.is_file() else None
 
 
-def resolve_version(choice: str, name: str) -> str:
-    """'auto': from the file's folder name (v1.5/..., v1.6/...); otherwise the choice."""
+class VersionChoice(NamedTuple):
+    version: str
+    how: str  # shown on the loader node
+    assumed: bool = False  # 'auto' found no version in the name
+
+
+def resolve_version(choice: str, name: str) -> VersionChoice:
+    """'auto': from the file's folder name (v1.5/..., v1.6/...) or file name, else 1.5 with a warning; otherwise the
+    choice."""
     if choice != "auto":
         if choice not in VERSION_CHOICES:
             raise ValueError(f"unknown version {choice!r}")
-        return choice
+        return VersionChoice(choice, "chosen in the loader")
     parts = [p.lower() for p in name.replace("\\", "/").split("/")]
     for version in ("1.6", "1.5"):
-        if any(p in (f"v{version}", version, f"latentsync-{version}", f"latentsync_{version}") for p in parts[:-1]):
-            return version
+        folder = next((p for p in parts[:-1]
+                       if p in (f"v{version}", version, f"latentsync-{version}", f"latentsync_{version}")), None)
+        if folder is not None:
+            return VersionChoice(version, f"auto: from the folder name {folder}/")
         if version in parts[-1]:
-            return version
+            return VersionChoice(version, f"auto: from the file name {parts[-1]}")
     LOG.warning("LatentSync: cannot tell the version of %s from its name; assuming 1.5 (choose it in the loader)",
                 name)
-    return "1.5"
+    return VersionChoice("1.5", "auto: assumed, the name has no version; choose 1.5 or 1.6 in the loader if this "
+                                "is wrong", assumed=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -180,7 +193,7 @@ def load_latentsync(checkpoint: str, version: str = "auto", dtype: str = "auto",
 
         official = hub.unet_file(official_version)
     path = locate_latentsync_file(checkpoint, official, download_missing)
-    ver = resolve_version(version, checkpoint)
+    ver = resolve_version(version, checkpoint).version
     resolution = _resolution(ver)
     device = runtime.torch_device()
     torch_dtype = runtime.pick_dtype(dtype, device)
@@ -232,13 +245,15 @@ def load_whisper(name: str, download_missing: bool = True) -> LoadedWhisper:
 
 def choose_face_backend(backend: str, download: bool):
     """`latentsync.face.backend_choice.choose_face_backend` over ComfyUI's insightface folders (models/insightface and
-    any extra_model_paths entry); a download goes to ComfyUI's models folder."""
+    any extra_model_paths entry); a download goes to the first of them (the first one extra_model_paths.yaml
+    configures, else models/insightface)."""
     from ..latentsync import hub  # noqa: PLC0415
     from ..latentsync.face.backend_choice import choose_face_backend as choose  # noqa: PLC0415
 
     search = [Path(root) / "models" / hub.INSIGHTFACE_PACK for root in runtime.folder_roots(runtime.INSIGHTFACE_FOLDER)]
     return choose(backend, runtime.default_models_root(), download=download, search=search,
-                  no_download_reason="download_missing is off in the loader node")
+                  no_download_reason="download_missing is off in the loader node",
+                  folder=runtime.download_folder(runtime.INSIGHTFACE_FOLDER))
 
 
 def load_face_analyzer(backend: str, download_missing: bool = True) -> LoadedFaceAnalyzer:
@@ -292,9 +307,8 @@ def load_diffusers_vae(name: str):
             break
     if folder is None:
         raise FileNotFoundError(f"LatentSync: VAE folder {name!r} not found in models/vae or models/diffusers")
-    weights = next((os.path.join(folder, f) for f in ("diffusion_pytorch_model.safetensors",
-                                                       "diffusion_pytorch_model.bin")
-                    if os.path.isfile(os.path.join(folder, f))), None)
+    weights = next((os.path.join(folder, f) for f in DIFFUSERS_WEIGHTS if os.path.isfile(os.path.join(folder, f))),
+                   None)
     if weights is None:
         raise FileNotFoundError(f"LatentSync: {folder} has no diffusion_pytorch_model.safetensors/.bin")
     key = ("VAE", runtime.ModelCache.stamp(weights))
@@ -349,7 +363,12 @@ class LatentSyncModelLoader(io.ComfyNode):
     @classmethod
     def execute(cls, checkpoint, version, dtype, download_missing, lora=NO_LORA,
                 lora_strength=1.0) -> io.NodeOutput:
-        return io.NodeOutput(load_latentsync(checkpoint, version, dtype, download_missing, lora, lora_strength))
+        runtime.check_relative(checkpoint)
+        chosen = resolve_version(version, checkpoint)
+        model = load_latentsync(checkpoint, chosen.version, dtype, download_missing, lora, lora_strength)
+        ui = {"latentsync_model": [{"version": model.version, "resolution": model.resolution, "how": chosen.how,
+                                    "assumed": chosen.assumed, "tiny": model.is_tiny}]}
+        return io.NodeOutput(model, ui=ui)
 
 
 class LatentSyncWhisperLoader(io.ComfyNode):

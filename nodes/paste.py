@@ -4,9 +4,6 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..latentsync.face.align import FaceAligner
-from ..latentsync.pipeline import paste_faces
-
 from . import runtime
 from .types import Faces, FaceTrack, image_to_signed, image_to_uint8, uint8_to_image
 
@@ -14,6 +11,9 @@ CHUNK = 16
 
 
 def paste(images, track: FaceTrack, faces) -> torch.Tensor:
+    from ..latentsync.face.align import FaceAligner  # noqa: PLC0415 - heavy (kornia, OpenCV): imported when run
+    from ..latentsync.pipeline import paste_faces  # noqa: PLC0415
+
     frames = image_to_uint8(images)
     aligned = track.aligned
     n = frames.shape[0]

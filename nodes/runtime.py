@@ -44,8 +44,16 @@ def folder_roots(folder_name: str) -> list[str]:
 
 
 def default_models_root() -> str:
-    """Where downloads go: ComfyUI's models folder (the hub layout puts files under <root>/latentsync/...)."""
+    """ComfyUI's models folder (where the tiny-set marker of a models root is looked for)."""
     return folder_paths.models_dir
+
+
+def download_folder(folder_name: str) -> str:
+    """Where a missing file of this model type is downloaded: the first folder registered for it, i.e. the first
+    one extra_model_paths.yaml configures (ComfyUI reads that file before loading custom nodes, and ours is added
+    after it), else ComfyUI's own models/<folder_name>."""
+    roots = folder_roots(folder_name)
+    return roots[0] if roots else os.path.join(folder_paths.models_dir, folder_name)
 
 
 def check_relative(name: str) -> str:
@@ -88,6 +96,35 @@ def list_files(folder_name: str, extensions: Iterable[str] = MODEL_EXTENSIONS) -
     except KeyError:
         return []
     return sorted({n.replace("\\", "/") for n in names if n.lower().endswith(exts)})
+
+
+_LISTINGS: dict[str, tuple[list[str], dict[str, float]]] = {}  # root -> (relative files, directory mtimes)
+
+
+def _listing_current(root: str, dirs: dict[str, float]) -> bool:
+    if not dirs:  # the root did not exist when listed
+        return not os.path.isdir(root)
+    try:
+        return all(os.path.getmtime(d) == mtime for d, mtime in dirs.items())
+    except OSError:
+        return False
+
+
+def all_files(folder_name: str) -> list[tuple[str, str]]:
+    """(root, relative path with '/') of every file under every folder registered for `folder_name`, hidden folders
+    left out. Each root is walked once and its listing kept until one of its directories changes (one stat per
+    directory, as ComfyUI checks its own file lists), so building a node's options on every /object_info is cheap."""
+    out = []
+    for root in folder_roots(folder_name):
+        listing = _LISTINGS.get(root)
+        if listing is None or not _listing_current(root, listing[1]):
+            listing = folder_paths.recursive_search(root, excluded_dir_names=[".git"])
+            _LISTINGS[root] = listing
+        for rel in listing[0]:
+            rel = rel.replace(os.sep, "/")
+            if not any(part.startswith(".") for part in rel.split("/")[:-1]):
+                out.append((root, rel))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -186,6 +223,24 @@ class Progress:
             self(start + (span * i) // max(1, n))
 
         return report
+
+
+class DownloadProgress:
+    """A download's `progress(bytes so far, total)` for the library: Cancel is checked after every block, and the
+    node's progress bar moves in steps of 0.5 % (not one message per megabyte)."""
+
+    STEPS = 200
+
+    def __init__(self, node_id: str | None = None):
+        self.bar = comfy.utils.ProgressBar(self.STEPS, node_id=node_id)
+        self.shown = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        check_cancel()
+        step = self.STEPS * done // total if total > 0 else 0
+        if step != self.shown:
+            self.shown = step
+            self.bar.update_absolute(min(step, self.STEPS), self.STEPS)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -8,15 +8,15 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..latentsync.pipeline import WINDOW, MaskedLatents, sample_latents
-from ..latentsync.sampling.denoise import initial_noise
-
 from . import runtime
 from .types import AudioEmbeddings, AudioFeatures, EncodedFaces, FaceLatents, LatentSyncModel
 
 
 def sample(model, encoded: EncodedFaces, audio: AudioFeatures, seed: int = 1247, steps: int = 20,
            guidance: float = 1.5, deepcache: bool = True, deepcache_interval: int = 3) -> dict:
+    from ..latentsync.pipeline import WINDOW, MaskedLatents, sample_latents  # noqa: PLC0415 - heavy: when run
+    from ..latentsync.sampling.denoise import initial_noise  # noqa: PLC0415
+
     n = encoded.num_frames
     if len(audio) < n:
         raise ValueError(f"the audio embeddings cover {len(audio)} frames but there are {n} frames: give the "

@@ -4,25 +4,27 @@ ComfyUI's VIDEO / IMAGE / AUDIO, devices, progress and Cancel to it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from comfy_api.latest import io
 
-from ..latentsync.eval.score import SyncScore, SyncScoreError, SyncScorer
 from ..latentsync.face.selection import FaceSelector
 
 from . import runtime
 from .faces import face_choice_inputs
 from .runtime import LOG, MODEL_CACHE
-from .types import FaceAnalyzer, audio_to_waveform, image_to_uint8, to_fraction, uint8_to_image
+from .types import FaceAnalyzer, audio_to_waveform, open_video, to_fraction, uint8_to_image
+
+if TYPE_CHECKING:
+    from ..latentsync.eval.score import SyncScore
 
 SyncNetModel = io.Custom("LATENTSYNC_SYNCNET")
 """SyncNet-v2, the evaluation network that scores lip sync (LSE-C / LSE-D)."""
 
 OFFICIAL_SYNCNET = "auxiliary/syncnet_v2.model"  # under models/latentsync (hub.SYNCNET_V2_FILE)
 SYNCNET_EXTENSIONS = (".model", ".pt", ".pth")
-CHUNK = 32  # IMAGE frames converted to uint8 at a time
+CHUNK = 32  # frames decoded or converted to uint8, and handed to the scorer, at a time
 UI_KEY = "latentsync_sync"
 
 
@@ -74,19 +76,50 @@ def load_syncnet(name: str = OFFICIAL_SYNCNET, download_missing: bool = True) ->
     return MODEL_CACHE.get_or_load(key, load)
 
 
-def score_images(syncnet: LoadedSyncNet, face_analyzer, images: torch.Tensor, fps, audio: dict,
-                 face_selection: str = "largest", face_index: int = 0) -> SyncScore:
-    """IMAGE frames at ``fps`` + AUDIO -> `SyncScore`, with the node's progress bar and Cancel."""
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0:
-        raise ValueError("expected a non-empty IMAGE batch of video frames")
+def score_source(syncnet: LoadedSyncNet, face_analyzer, source, audio: dict, face_selection: str = "largest",
+                 face_index: int = 0, fps=None, num_frames: int | None = None) -> SyncScore:
+    """The first `num_frames` (default: all) frames of a library frame source (a video file decoded window by window,
+    or frames in memory), at `fps` (default: the source's own rate), + AUDIO -> `SyncScore`, with the node's
+    progress bar and Cancel. Frames are converted and scored CHUNK at a time: never all of them at once."""
+    from ..latentsync.eval.score import SyncScorer  # noqa: PLC0415 - heavy: imported when run
+
+    n = len(source) if num_frames is None else min(int(num_frames), len(source))
     waveform, sample_rate = audio_to_waveform(audio)
     net, device = syncnet.on_device()
-    n = int(images.shape[0])
-    scorer = SyncScorer(net, face_analyzer.detector, to_fraction(fps), waveform, sample_rate,
+    scorer = SyncScorer(net, face_analyzer.detector, to_fraction(fps or source.timing.fps), waveform, sample_rate,
                         selector=FaceSelector(mode=face_selection, index=int(face_index)), device=device,
                         progress=runtime.Progress(n), total_frames=n)
-    scorer.add_chunks(image_to_uint8(images[i : i + CHUNK]) for i in range(0, n, CHUNK))
+    scorer.add_chunks(source.read(i, min(i + CHUNK, n)) for i in range(0, n, CHUNK))
     return scorer.result()
+
+
+def score_images(syncnet: LoadedSyncNet, face_analyzer, images: torch.Tensor, fps, audio: dict,
+                 face_selection: str = "largest", face_index: int = 0) -> SyncScore:
+    """IMAGE frames at ``fps`` + AUDIO -> `SyncScore`."""
+    from ..latentsync.pipeline import TensorFrameSource  # noqa: PLC0415
+
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError("expected a non-empty IMAGE batch of video frames")
+    return score_source(syncnet, face_analyzer, TensorFrameSource(images, fps=to_fraction(fps)), audio,
+                        face_selection, face_index)
+
+
+def score_video(syncnet: LoadedSyncNet, face_analyzer, video, audio: dict | None, face_selection: str = "largest",
+                face_index: int = 0) -> SyncScore:
+    """A VIDEO + AUDIO (None: the video's own track) -> `SyncScore`. A VIDEO backed by a file (Load Video's, the
+    lip-sync node's) is decoded from it window by window, as the lip-sync node reads it; any other VIDEO from its
+    frames in memory."""
+    from ..latentsync.video_io import VideoFileSource  # noqa: PLC0415
+
+    source, own_audio, _path = open_video(video, read_own_audio=audio is None)
+    try:
+        audio = audio if audio is not None else own_audio
+        if audio is None:
+            raise ValueError("the video has no audio track: connect an AUDIO input with the speech")
+        return score_source(syncnet, face_analyzer, source, audio, face_selection, face_index)
+    finally:
+        if isinstance(source, VideoFileSource):
+            source.close()
 
 
 def sync_report(score: SyncScore | None, label: str = "", error: str = "", tiny: bool = False) -> dict:
@@ -108,18 +141,12 @@ def score_switch():
 
 def score_video_file(syncnet: LoadedSyncNet, face_analyzer, path: str, num_frames: int, fps, audio: dict,
                      face_selection: str = "largest", face_index: int = 0) -> SyncScore:
-    """A video file's ``num_frames`` frames (decoded window by window, never held whole) at ``fps`` + AUDIO ->
+    """A video file's first ``num_frames`` frames (decoded window by window, never held whole) at ``fps`` + AUDIO ->
     `SyncScore`."""
-    from ..latentsync.video_io import iter_video_frames  # noqa: PLC0415
+    from ..latentsync.video_io import VideoFileSource  # noqa: PLC0415
 
-    n = int(num_frames)
-    waveform, sample_rate = audio_to_waveform(audio)
-    net, device = syncnet.on_device()
-    scorer = SyncScorer(net, face_analyzer.detector, to_fraction(fps), waveform, sample_rate,
-                        selector=FaceSelector(mode=face_selection, index=int(face_index)), device=device,
-                        progress=runtime.Progress(n), total_frames=n)
-    scorer.add_chunks(iter_video_frames(path, window=CHUNK))
-    return scorer.result()
+    with VideoFileSource(path) as source:
+        return score_source(syncnet, face_analyzer, source, audio, face_selection, face_index, fps, num_frames)
 
 
 def add_output_score(ui: dict, enabled: bool, frames: torch.Tensor | str, fps, audio: dict, face_analyzer,
@@ -130,6 +157,7 @@ def add_output_score(ui: dict, enabled: bool, frames: torch.Tensor | str, fps, a
     never fails the lip-sync itself."""
     if not enabled:
         return ui
+    from ..latentsync.eval.score import SyncScoreError  # noqa: PLC0415
     from ..latentsync.eval.syncnet_v2 import SyncNetLoadError  # noqa: PLC0415
     from ..latentsync.hub import ModelNotFoundError  # noqa: PLC0415
 
@@ -211,20 +239,17 @@ class LatentSyncSyncScore(io.ComfyNode):
     @classmethod
     def execute(cls, syncnet, face_analyzer, frame_rate, face_selection, face_index, video=None, images=None,
                 audio=None) -> io.NodeOutput:
-        if video is not None:
-            components = video.get_components()
-            images, fps = components.images, components.frame_rate
-            audio = audio if audio is not None else components.audio
-            if audio is None:
-                raise ValueError("the video has no audio track: connect an AUDIO input with the speech")
-        elif images is not None:
-            if audio is None:
-                raise ValueError("connect the AUDIO (the speech) to score IMAGE frames")
-            fps = frame_rate
-        else:
+        from ..latentsync.eval.score import SyncScoreError  # noqa: PLC0415
+
+        if video is None and images is None:
             raise ValueError("connect a VIDEO, or IMAGE frames + AUDIO")
+        if video is None and audio is None:
+            raise ValueError("connect the AUDIO (the speech) to score IMAGE frames")
         try:
-            score = score_images(syncnet, face_analyzer, images, fps, audio, face_selection, face_index)
+            if video is not None:
+                score = score_video(syncnet, face_analyzer, video, audio, face_selection, face_index)
+            else:
+                score = score_images(syncnet, face_analyzer, images, frame_rate, audio, face_selection, face_index)
         except SyncScoreError as exc:
             raise ValueError(f"cannot score lip sync: {exc}") from exc
         from ..latentsync.eval.plot import plot_sync  # noqa: PLC0415

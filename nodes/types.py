@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import Input, io
 
-from ..latentsync.pipeline import AlignedFaces
+if TYPE_CHECKING:
+    from ..latentsync.pipeline import AlignedFaces
 
 # ---------------------------------------------------------------------------------------------------------------
 # custom socket types
@@ -205,6 +206,27 @@ def trim_audio(audio: dict, num_frames: int, fps: Fraction) -> dict:
     waveform, sample_rate = audio_to_waveform(audio)
     keep = round(Fraction(num_frames) / fps * sample_rate)
     return waveform_to_audio(waveform[:, :keep], sample_rate)
+
+
+def open_video(video, read_own_audio: bool = True) -> tuple[object, dict | None, str | None]:
+    """(frame source, the video's own AUDIO or None, the file behind it or None). A VIDEO that has its own stream
+    source (Load Video's file) is read lazily from it; any other VIDEO through its components (already in memory).
+    `read_own_audio=False`: the file's audio track is not read (None is returned for it)."""
+    from ..latentsync.pipeline import TensorFrameSource  # noqa: PLC0415
+    from ..latentsync.video_io import VideoFileSource, has_audio, read_audio  # noqa: PLC0415
+
+    own_source = type(video).get_stream_source is not Input.Video.get_stream_source
+    if own_source:
+        stream = video.get_stream_source()
+        name = stream if isinstance(stream, str) else "the input video"
+        source = VideoFileSource(stream, name=name)
+        audio = None
+        if read_own_audio and has_audio(stream):
+            waveform, rate = read_audio(stream, name=name)
+            audio = waveform_to_audio(waveform, rate)
+        return source, audio, stream if isinstance(stream, str) else None
+    components = video.get_components()
+    return TensorFrameSource(components.images, fps=to_fraction(components.frame_rate)), components.audio, None
 
 
 def face_region_mask(aligned: AlignedFaces, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -169,3 +169,19 @@ def test_to_1080p_keeps_aspect_and_centres():
     assert hd.shape == (1, 1080, 1920, 3) and hd.dtype == torch.uint8
     assert int(hd[0, :, :420].max()) == 0 and int(hd[0, :, 1500:].max()) == 0  # black pillarbox
     assert int(hd[0, 540, 960, 0]) == 200
+
+
+@pytest.mark.integration
+def test_bench_startup_prints_every_row(tmp_path):
+    """`python -m bench.startup --repeats 1`: two real servers (without and with the pack) and the probe; every
+    row of the table is there, the figures are positive, and the pack's import-time line was found."""
+    out_json = tmp_path / "startup.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.startup", "--repeats", "1", "--json", str(out_json)],
+                          cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _columns, rows = _table_rows(proc.stdout, "| start-up (1 repeats")
+    assert len(rows) == 8, proc.stdout
+    doc = json.loads(out_json.read_text())
+    assert doc["ready_without_s"] > 0 and doc["ready_with_s"] > 0 and doc["import_line_s"] >= 0
+    assert doc["probe"]["heavy_imported"] == [] and doc["probe"]["nodes"] == 15

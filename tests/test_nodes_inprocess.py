@@ -244,6 +244,34 @@ def test_diffusers_folder_vae_loader_explains_what_comfyui_cannot_load(diffusers
         N["LatentSyncVAELoader"].execute("narrow-vae")
 
 
+def test_vae_folder_choices_are_listed_once_and_follow_changes(tmp_path, monkeypatch):
+    """The diffusers-folder VAE loader's options come from a listing kept until a folder changes: building the
+    node's definition again (every /object_info) walks nothing; a new VAE folder still shows up."""
+    import time
+
+    def vae_folder(path: Path) -> None:
+        path.mkdir(parents=True)
+        (path / "config.json").write_text("{}")
+        (path / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+
+    root = tmp_path / "vae"
+    vae_folder(root / "first")
+    vae_folder(root / ".hidden" / "skipped")
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "vae", ([str(root)], set()))
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "diffusers", ([str(tmp_path / "absent")], set()))
+    walks = []
+    walk = os.walk
+    monkeypatch.setattr(os, "walk", lambda top, *a, **k: (walks.append(top), walk(top, *a, **k))[1])
+    options = lambda: N["LatentSyncVAELoader"].GET_SCHEMA().inputs[0].options  # noqa: E731
+    assert options() == ["first"] and walks == [str(root)]
+    for _ in range(3):
+        assert options() == ["first"]
+    assert walks == [str(root)]  # listed once
+    time.sleep(0.05)  # a new modification time for the folder
+    vae_folder(root / "nested" / "second")
+    assert options() == ["first", "nested/second"] and len(walks) == 2
+
+
 def test_comfy_load_vae_reads_the_tiny_sets_official_file_as_taesd(tiny_models):
     """The shipped workflows name vae-ft-mse-840000-ema-pruned.safetensors; ComfyUI's own Load VAE reads the tiny
     set's file of that name as a TAESD (fast on a CPU) and ignores the narrow SD VAE the library reads from it."""
@@ -370,7 +398,7 @@ def test_face_analyzer_auto_falls_back_to_offline_and_says_why(insightface_folde
         out = N["LatentSyncFaceAnalyzerLoader"].execute("auto", False)
     assert out.result[0].backend == "offline" and type(out.result[0].detector).__name__ == "RetinaFaceDetector"
     (info,) = out.ui["latentsync_face_backend"]
-    target = os.path.join(folder_paths.models_dir, "insightface", "models", "buffalo_l")
+    target = insightface_folder / "models" / "buffalo_l"  # the first insightface folder: where a download would go
     assert info == {"requested": "auto", "backend": "offline",
                     "reason": f"buffalo_l is not in {target} and download_missing is off in the loader node"}
     assert [r.levelname for r in caplog.records if "auto -> offline RetinaFace" in r.message] == ["WARNING"]
@@ -410,6 +438,46 @@ def test_video_node_passes_frames_without_face_through(loaded):
     assert abs(out_audio["waveform"].shape[-1] - 13230) < 1024  # the audio, cut to the frames (AAC frames)
     assert out.ui["latentsync_faces"][0]["without_face"] == n
     assert not [p for p in temp_outputs() if ".part" in p]
+    # ComfyUI's own video preview of that file on the node (what Save Video's ui.PreviewVideo sends)
+    assert out.ui["images"] == [{"filename": path.name, "subfolder": "latentsync", "type": "temp"}]
+    assert out.ui["animated"] == (True,)
+    assert N["LatentSyncLipSyncVideo"].GET_SCHEMA().is_output_node
+    assert "crf=18.0" in x264_settings(path) and "subme=7" in x264_settings(path)  # defaults: CRF 18, preset medium
+
+
+def x264_settings(path: Path) -> str:
+    """The settings x264 writes into the stream it encodes (its SEI message)."""
+    data = path.read_bytes()
+    start = data.index(b"x264 - core")
+    return data[start:data.index(b"\x00", start)].decode("ascii", errors="replace")
+
+
+@pytest.fixture
+def output_dir(tmp_path, monkeypatch) -> Path:
+    """ComfyUI's output folder, for this test only."""
+    monkeypatch.setattr(folder_paths, "output_directory", str(tmp_path / "output"))
+    return tmp_path / "output"
+
+
+def test_video_node_saves_to_output_with_its_quality_settings(loaded, output_dir):
+    model, vae, whisper, faces = loaded
+    video = video_of(smooth_frames(3, 32, 32, seed=4), Fraction(25), audio=tone(0.2, 16000))
+    run = N["LatentSyncLipSyncVideo"].execute
+    out = run(video, model, vae, whisper, faces, 1, 1, 1.0, False, 3, filename_prefix="lipsync/test", crf=30,
+              preset="ultrafast")
+    (saved,) = out.ui["images"]
+    assert saved["type"] == "output" and saved["subfolder"] == "lipsync" and saved["filename"].startswith("test_")
+    file = output_dir / "lipsync" / saved["filename"]
+    temp = Path(out.result[0].get_stream_source())
+    settings = x264_settings(temp)
+    assert "crf=30.0" in settings and "subme=0" in settings  # ultrafast
+    with av.open(str(temp)) as a, av.open(str(file)) as b:  # the streams copied, not encoded again
+        assert [p.size for p in a.demux(video=0)] == [p.size for p in b.demux(video=0)]
+    assert not [p for p in file.parent.iterdir() if p.name.startswith(".")]  # no part file left
+    validate = N["LatentSyncLipSyncVideo"].validate_inputs
+    assert validate(crf=20, preset="slow") is True and validate() is True
+    assert "unknown x264 preset 'fastest'" in validate(preset="fastest")
+    assert "crf must be in [0, 51]" in validate(crf=52)
 
 
 def test_video_node_uses_the_videos_own_audio_when_none_is_connected(loaded):
@@ -523,6 +591,25 @@ def test_images_node_outputs_image_and_audio(loaded):
     assert out_images.shape == (6, 21, 35, 3) and out_images.dtype == torch.float32  # round(0.5 * 12.5) = 6
     assert torch.equal(out_images, images[[0, 1, 1, 0, 0, 1]])
     assert out_audio["waveform"].shape == (1, 1, 7680) and out_audio["sample_rate"] == 16000
+    previews = result.ui["images"]  # ComfyUI's image preview of the frames, on the node
+    assert len(previews) == 6 and all(p["type"] == "temp" and p["filename"].endswith(".png") for p in previews)
+
+
+def test_images_node_previews_a_sample_of_frames_and_saves_a_video(loaded, output_dir):
+    model, vae, whisper, faces = loaded
+    images = smooth_frames(20, 24, 32, seed=2)
+    run = N["LatentSyncLipSyncImages"].execute
+    out = run(images, tone(2.0, 16000), 20.0, model, vae, whisper, faces, 1, 1, 1.0, False, 3, length_mode="cut_off")
+    assert len(out.ui["images"]) == 16  # a sample, evenly spread, not all 20 frames
+    saved = run(images, tone(2.0, 16000), 20.0, model, vae, whisper, faces, 1, 1, 1.0, False, 3,
+                length_mode="cut_off", filename_prefix="LatentSyncImages", crf=0).ui
+    (item,) = saved["images"]
+    assert item["type"] == "output" and saved["animated"] == (True,)
+    frames, rate, audio = decoded(InputImpl.VideoFromFile(
+        str(output_dir / item["subfolder"] / item["filename"])))
+    assert frames.shape == (20, 24, 32, 3) and rate == 20
+    assert (frames - images).abs().mean() < 6 / 255  # the frames, up to the H.264 4:2:0 encode
+    assert abs(audio["waveform"].shape[-1] - 16000) < 1024
 
 
 def test_missing_official_files_name_what_and_where_when_download_is_off(loaded):
@@ -619,10 +706,11 @@ def test_both_one_node_paths_and_the_detect_node_choose_the_speaker_with_optiona
         assert by_name["face_selection"].options == ["largest", "index", "center"]
         assert by_name["face_selection"].default == "largest" and by_name["face_index"].default == 0
         assert by_name["face_threshold"].default == 0.5 and by_name["face_threshold"].optional
-    for node_id in ("LatentSyncLipSyncVideo", "LatentSyncLipSyncImages"):  # appended last: saved workflows load
-        inputs = N[node_id].GET_SCHEMA().inputs
-        assert [i.id for i in inputs[-3:]] == ["face_selection", "face_index", "face_threshold"]
-        assert all(i.optional for i in inputs[-3:])
+    for node_id in ("LatentSyncLipSyncVideo", "LatentSyncLipSyncImages"):  # appended after score: saved workflows load
+        ids = [i.id for i in N[node_id].GET_SCHEMA().inputs]
+        start = ids.index("score") + 1
+        assert ids[start:start + 3] == ["face_selection", "face_index", "face_threshold"]
+        assert all(i.optional for i in N[node_id].GET_SCHEMA().inputs[start - 1:])
     assert N["LatentSyncSyncScore"].GET_SCHEMA().inputs  # the score node keeps its own two modes
     score_modes = {i.id: i for i in N["LatentSyncSyncScore"].GET_SCHEMA().inputs}["face_selection"].options
     assert score_modes == ["largest", "index"]
@@ -638,3 +726,118 @@ def test_images_node_takes_the_face_choice(loaded):
     with pytest.raises(ValueError, match="face threshold must be at most 1.0"):
         N["LatentSyncLipSyncImages"].execute(images, tone(0.2, 16000), 10.0, model, vae, whisper, faces, 1, 1, 1.0,
                                              False, 3, face_threshold=2.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# names that match: the README, the nodes, the length modes, the version on the loader
+
+
+def test_readme_node_table_matches_the_nodes():
+    import re
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    table = text[text.index("| node | inputs → outputs |"):].split("\n\n")[0]
+    rows = re.findall(r"^\| \*\*(.+?)\*\* `(\w+)` \| (.*) \|$", table, flags=re.M)
+    assert {node_id: name for name, node_id, _ in rows} == {i: c.GET_SCHEMA().display_name for i, c in N.items()}
+    types = {io_.get_io_type() for c in N.values() for io_ in [*c.GET_SCHEMA().inputs, *c.GET_SCHEMA().outputs]}
+    for _name, node_id, cell in rows:
+        for custom in re.findall(r"LATENTSYNC_[A-Z_]+", cell):
+            assert custom in types, f"{node_id}: the README names {custom}, the code has {sorted(types)}"
+    modes = re.findall(r"^\| `(\w+)` ", text[text.index("| mode | output length |"):].split("\n\n")[0], flags=re.M)
+    lib = sys.modules[f"{PACK.__name__}.latentsync.timeline"]
+    assert sorted(modes) == sorted(lib.LENGTH_MODES)
+
+
+def test_bounce_is_accepted_by_the_one_node_paths(loaded):
+    for node in ("LatentSyncLipSyncVideo", "LatentSyncLipSyncImages"):
+        assert N[node].validate_inputs(length_mode="bounce") is True
+        assert "unknown length mode 'boomerang'" in N[node].validate_inputs(length_mode="boomerang")
+    model, vae, whisper, faces = loaded
+    images = random_frames(3, 24, 24, seed=1)
+    out = N["LatentSyncLipSyncImages"].execute(images, tone(0.4, 16000), 15.0, model, vae, whisper, faces, 1, 1,
+                                               1.0, False, 3, length_mode="bounce")
+    assert torch.equal(out.result[0], images[[0, 1, 2, 2, 1, 0]])  # ping-pong
+    assert out.ui["latentsync_faces"][0]["length_mode"] == "pingpong"
+
+
+def test_model_loader_shows_the_version_and_how_it_was_chosen(loaded):
+    loader = N["LatentSyncModelLoader"].execute
+    (info,) = loader("v1.5/latentsync_unet.pt", "auto", "auto", False).ui["latentsync_model"]
+    assert info == {"version": "1.5", "resolution": 256, "how": "auto: from the folder name v1.5/", "assumed": False,
+                    "tiny": True}
+    (info,) = loader("v1.5/latentsync_unet.pt", "1.5", "auto", False).ui["latentsync_model"]
+    assert info["how"] == "chosen in the loader"
+    loaders = sys.modules[f"{PACK.__name__}.nodes.loaders"]
+    guess = loaders.resolve_version("auto", "custom/unet.safetensors")
+    assert guess.version == "1.5" and guess.assumed and "the name has no version" in guess.how
+    assert loaders.resolve_version("auto", "latentsync-1.6/unet.pt").version == "1.6"
+
+
+def test_sync_score_node_reads_a_video_file_window_by_window(loaded, face_clip, monkeypatch):
+    """A VIDEO backed by a file is scored from the file, decoded CHUNK frames at a time (never get_components), with
+    the figures the library's own file scoring gives; an AUDIO input replaces the file's track."""
+    from latentsync.eval.files import score_file
+
+    faces = loaded[3]
+    syncnet = N["LatentSyncSyncNetLoader"].execute("auxiliary/syncnet_v2.model", False).result[0]
+    score_mod = sys.modules[f"{PACK.__name__}.nodes.score"]
+    monkeypatch.setattr(score_mod, "CHUNK", 5)
+    reads = []
+    video_io = sys.modules[f"{PACK.__name__}.latentsync.video_io"]
+    read = video_io.VideoFileSource.read
+    monkeypatch.setattr(video_io.VideoFileSource, "read",
+                        lambda self, start, stop: (reads.append(stop - start), read(self, start, stop))[1])
+    out = N["LatentSyncSyncScore"].execute(syncnet, faces, 25.0, "largest", 0, video=FileOnlyVideo(str(face_clip)))
+    assert reads == [5, 5, 2]  # 12 frames, 5 at a time
+    want = score_file(face_clip, syncnet=syncnet.patcher.model.syncnet, detector=faces.detector)
+    confidence, distance, offset, _plot = out.result
+    assert (confidence, distance, offset) == pytest.approx((want.confidence, want.distance, want.offset_frames))
+    silent = {"waveform": torch.zeros(1, 1, 16000), "sample_rate": 16000}
+    other = N["LatentSyncSyncScore"].execute(syncnet, faces, 25.0, "largest", 0, video=FileOnlyVideo(str(face_clip)),
+                                             audio=silent).result
+    assert other[:3] != out.result[:3]  # scored against the connected audio, not the file's track
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# downloads started by a loader
+
+
+def test_loader_download_goes_to_the_first_configured_folder_with_progress_and_cancel(tmp_path, monkeypatch):
+    """A missing official file is downloaded (here from a Hugging Face-like server on 127.0.0.1) into the first
+    latentsync folder (what extra_model_paths.yaml configures comes first), not models/latentsync; the node's
+    progress bar moves as the bytes arrive; Cancel stops it with nothing under the final name, and the next try
+    resumes from the part file."""
+    import comfy.model_management as mm
+    import comfy.utils
+    from test_hub import serve
+
+    loaders = sys.modules[f"{PACK.__name__}.nodes.loaders"]
+    hub = sys.modules[f"{PACK.__name__}.latentsync.hub"]
+    extra, default = tmp_path / "ssd" / "lipsync-models", tmp_path / "models" / "latentsync"
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "latentsync", ([str(extra), str(default)], set()))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "DOWNLOAD_BLOCK", 1000)
+    payload = bytes(range(256)) * 20  # 5120 bytes: 6 blocks
+    updates, cancels = [], []
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None:
+                        updates.append((value, total)))
+
+    def cancel_on_the_third_block():
+        cancels.append(1)
+        if len(cancels) == 3:
+            raise mm.InterruptProcessingException()
+
+    log = []
+    target = extra / "v1.6" / "latentsync_unet.pt"
+    with serve({"/ByteDance/LatentSync-1.6/resolve/main/latentsync_unet.pt": payload}, log) as base:
+        monkeypatch.setenv("HF_ENDPOINT", base)
+        monkeypatch.setattr(RT, "check_cancel", cancel_on_the_third_block)
+        with pytest.raises(mm.InterruptProcessingException):
+            loaders.locate_latentsync_file("v1.6/latentsync_unet.pt", hub.unet_file("1.6"), True)
+        assert not target.exists() and (target.parent / "latentsync_unet.pt.part").stat().st_size == 3000
+        monkeypatch.setattr(RT, "check_cancel", lambda: None)
+        path = loaders.locate_latentsync_file("v1.6/latentsync_unet.pt", hub.unet_file("1.6"), True)
+    assert Path(path) == target and target.read_bytes() == payload and not default.exists()
+    assert log[-1] == ("GET", "/ByteDance/LatentSync-1.6/resolve/main/latentsync_unet.pt", "bytes=3000-")
+    assert [u for u in updates if u[1] == 200][:2] == [(39, 200), (78, 200)]  # 0.5 % steps of the bytes
+    assert updates[-1] == (200, 200)

@@ -215,3 +215,23 @@ def test_the_same_frames_always_encode_to_the_same_file(tmp_path):
         writer.close()
     data = [(tmp_path / f"{k}.mp4").read_bytes() for k in "abc"]
     assert data[0] == data[1] == data[2]
+
+
+def test_crf_and_preset_reach_the_encoder_and_are_checked(tmp_path):
+    """`crf` and `preset` are x264's (written into the stream's settings); the defaults are CRF 18 and x264's own
+    preset, medium; a value x264 does not have is refused before anything is written."""
+    frames = torch.zeros(2, 16, 16, 3, dtype=torch.uint8)
+
+    def settings(path) -> str:
+        data = path.read_bytes()
+        start = data.index(b"x264 - core")
+        return data[start:data.index(b"\x00", start)].decode("ascii", errors="replace")
+
+    default = write_video(tmp_path / "default.mp4", frames, 25)
+    assert "crf=18.0" in settings(default) and "subme=7" in settings(default)
+    fast = write_video(tmp_path / "fast.mp4", frames, 25, crf=30, preset="ultrafast")
+    assert "crf=30.0" in settings(fast) and "subme=0" in settings(fast)
+    for bad in ({"preset": "fastest"}, {"crf": 52}, {"crf": 20.5}):
+        with pytest.raises(ValueError, match="preset|crf"):
+            write_video(tmp_path / "bad.mp4", frames, 25, **bad)
+    assert not (tmp_path / "bad.mp4").exists()

@@ -1,13 +1,13 @@
 """Face detection, alignment, paste-back and the fixed mouth mask (plain torch/numpy, no ComfyUI)."""
-from .align import AlignedBatch, FaceAligner
-from .detector import FaceDetector, create_face_detector
-from .landmarks import points3_from_landmarks5, points3_from_landmarks106
-from .mask import MASK_SHA256, MaskError, load_mask, synthetic_mouth_mask, verify_mask
-from .selection import FaceSelector
-from .types import DetectedFace
+from ..lazy import lazy_exports
 
-__all__ = [
-    "AlignedBatch", "FaceAligner", "FaceDetector", "create_face_detector", "points3_from_landmarks5",
-    "points3_from_landmarks106", "MASK_SHA256", "MaskError", "load_mask", "synthetic_mouth_mask", "verify_mask",
-    "FaceSelector", "DetectedFace",
-]
+_MODULES = {
+    ".align": ("AlignedBatch", "FaceAligner"),
+    ".detector": ("FaceDetector", "create_face_detector"),
+    ".landmarks": ("points3_from_landmarks5", "points3_from_landmarks106"),
+    ".mask": ("MASK_SHA256", "MaskError", "load_mask", "synthetic_mouth_mask", "verify_mask"),
+    ".selection": ("FaceSelector",),
+    ".types": ("DetectedFace",),
+}
+__all__ = sorted(name for names in _MODULES.values() for name in names)
+__getattr__ = lazy_exports(__name__, _MODULES)

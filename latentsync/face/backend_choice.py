@@ -47,9 +47,10 @@ def _missing_package() -> str | None:
 
 def choose_face_backend(requested: str, models_root: str | Path, download: bool = True,
                         search: Iterable[str | Path] = (),
-                        no_download_reason: str = "downloading is off") -> FaceBackendChoice:
+                        no_download_reason: str = "downloading is off",
+                        folder: str | Path | None = None) -> FaceBackendChoice:
     """Resolve ``requested`` to a backend. ``search``: more ``buffalo_l`` folders to look in before
-    ``<models_root>/insightface/models/buffalo_l`` (where a download goes).
+    ``<folder>/models/buffalo_l`` (where a download goes; ``folder`` defaults to ``<models_root>/insightface``).
 
     ``insightface`` raises `hub.ModelNotFoundError` when buffalo_l cannot be had; ``auto`` never does: it falls back
     to ``offline`` and says why.
@@ -59,12 +60,13 @@ def choose_face_backend(requested: str, models_root: str | Path, download: bool 
     if requested == "offline":
         return FaceBackendChoice(requested, "offline", None, "chosen in the settings")
     root = Path(models_root).expanduser()
-    target = root / "insightface" / "models" / hub.INSIGHTFACE_PACK
+    folder = Path(folder).expanduser() if folder is not None else root / "insightface"
+    target = folder / "models" / hub.INSIGHTFACE_PACK
     found = next((Path(p) for p in (*search, target) if _complete_pack(Path(p))), None)
     if requested == "insightface":
         if found is not None:
             return FaceBackendChoice(requested, "insightface", found, f"chosen in the settings; found in {found}")
-        pack = hub.locate_insightface(root, download=download)
+        pack = hub.locate_insightface(root, download=download, folder=folder)
         return FaceBackendChoice(requested, "insightface", pack, f"chosen in the settings; downloaded to {pack}")
     if (missing := _missing_package()) is not None:
         return FaceBackendChoice(requested, "offline", None, missing)
@@ -75,7 +77,7 @@ def choose_face_backend(requested: str, models_root: str | Path, download: bool 
     if (offline := hub.offline_reason()) is not None:
         return FaceBackendChoice(requested, "offline", None, f"buffalo_l is not in {target} and {offline}")
     try:
-        pack = hub.locate_insightface(root, download=True)
+        pack = hub.locate_insightface(root, download=True, folder=folder)
     except hub.ModelNotFoundError as exc:
         return FaceBackendChoice(requested, "offline", None,
                                  f"buffalo_l is not in {target} and could not be downloaded ({exc.reason})")

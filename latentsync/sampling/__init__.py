@@ -1,6 +1,10 @@
 """DDIM sampling with classifier-free guidance and DeepCache."""
-from .ddim import make_scheduler, scheduler_config
-from .deepcache import DeepCache
-from .denoise import denoise_window, initial_noise
+from ..lazy import lazy_exports
 
-__all__ = ["DeepCache", "denoise_window", "initial_noise", "make_scheduler", "scheduler_config"]
+_MODULES = {
+    ".ddim": ("make_scheduler", "scheduler_config"),
+    ".deepcache": ("DeepCache",),
+    ".denoise": ("denoise_window", "initial_noise"),
+}
+__all__ = sorted(name for names in _MODULES.values() for name in names)
+__getattr__ = lazy_exports(__name__, _MODULES)

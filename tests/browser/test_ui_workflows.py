@@ -82,7 +82,7 @@ def test_ui_workflow_loads_runs_from_the_page_and_shows_help(comfy_server, workf
     # what the page queued really ran: the saved video is as long as the audio
     outputs = report["queue_outputs"]
     videos = [comfy_server.output_file(i) for out in outputs.values() for i in out.get("images", [])
-              if i["filename"].endswith(".mp4")]
+              if i["filename"].endswith(".mp4") and i["type"] == "output"]  # not the lip-sync node's preview
     assert len(videos) == 1, outputs
     info = cs.probe(videos[0])
     assert info["frames"] == cs.EXPECTED_FRAMES and info["fps"] == cs.FPS, info
@@ -103,6 +103,10 @@ def test_ui_workflow_loads_runs_from_the_page_and_shows_help(comfy_server, workf
     assert backend["type"] == "LatentSyncFaceAnalyzerLoader"
     assert backend["text"].startswith("auto \u2192 offline RetinaFace: buffalo_l is not in"), backend
     assert "HF_HUB_OFFLINE" in backend["text"]
+    # the model loader says which version it loaded and how it knows
+    (model,) = report["model_reports"]
+    assert model["type"] == "LatentSyncModelLoader" and model["info"]["version"] == "1.5", model
+    assert model["text"].startswith("LatentSync 1.5 (256 px faces), auto: from the folder name v1.5/"), model
     assert own_console_errors(report) == []
     assert Path(report["screenshot"]).is_file() and Path(report["screenshot_after_queue"]).is_file()
     assert Path(report["help"]["screenshot"]).is_file()

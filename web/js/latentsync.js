@@ -164,40 +164,61 @@ function wrapLines(ctx, text, width) {
   return lines;
 }
 
+// Draws a note under the node, wrapped to its width, from the `payloadKey` entry of the `ui` the node returns when
+// it has run: `text(info)` is the note, `warn(info)` picks the warning colour.
+function addNodeNote(nodeType, payloadKey, text, warn) {
+  const onExecuted = nodeType.prototype.onExecuted;
+  nodeType.prototype.onExecuted = function (message) {
+    const result = onExecuted?.apply(this, arguments);
+    const info = message?.[payloadKey]?.[0];
+    if (info) {
+      this.latentsyncNotes = { ...this.latentsyncNotes, [payloadKey]: { info, text: text(info) } };
+      this.setDirtyCanvas?.(true, true);
+    }
+    return result;
+  };
+
+  const onDrawForeground = nodeType.prototype.onDrawForeground;
+  nodeType.prototype.onDrawForeground = function (ctx) {
+    const result = onDrawForeground?.apply(this, arguments);
+    const note = this.latentsyncNotes?.[payloadKey];
+    if (!note || this.flags?.collapsed) return result;
+    ctx.save();
+    ctx.font = "12px sans-serif";
+    ctx.textAlign = "left";
+    ctx.textBaseline = "top";
+    ctx.fillStyle = warn(note.info) ? WARN_COLOR : OK_COLOR;
+    wrapLines(ctx, note.text, Math.max(this.size[0] - 12, 120)).forEach((line, i) => {
+      ctx.fillText(line, 6, this.size[1] + 6 + 15 * i);
+    });
+    ctx.restore();
+    return result;
+  };
+}
+
 app.registerExtension({
   name: "LatentSync.FaceBackend",
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (nodeData.name !== "LatentSyncFaceAnalyzerLoader") return;
+    addNodeNote(nodeType, "latentsync_face_backend", backendText,
+                (info) => info.requested === "auto" && info.backend === "offline");
+  },
+});
 
-    const onExecuted = nodeType.prototype.onExecuted;
-    nodeType.prototype.onExecuted = function (message) {
-      const result = onExecuted?.apply(this, arguments);
-      const info = message?.latentsync_face_backend?.[0];
-      if (info) {
-        this.latentsyncBackend = info;
-        this.latentsyncBackendText = backendText(info);
-        this.setDirtyCanvas?.(true, true);
-      }
-      return result;
-    };
+// The model loader says which LatentSync version it loads and how it knows (`auto` reads it from the folder or file
+// name and assumes 1.5 when the name has none): `{latentsync_model: [{version, resolution, how, assumed, tiny}]}`;
+// an assumed version or a tiny random set in the warning colour.
+function modelText(info) {
+  const tiny = info.tiny ? " \u2014 TINY RANDOM set: the mouth is noise" : "";
+  return `LatentSync ${info.version} (${info.resolution} px faces), ${info.how}${tiny}`;
+}
 
-    const onDrawForeground = nodeType.prototype.onDrawForeground;
-    nodeType.prototype.onDrawForeground = function (ctx) {
-      const result = onDrawForeground?.apply(this, arguments);
-      const info = this.latentsyncBackend;
-      if (!info || this.flags?.collapsed) return result;
-      ctx.save();
-      ctx.font = "12px sans-serif";
-      ctx.textAlign = "left";
-      ctx.textBaseline = "top";
-      const fallback = info.requested === "auto" && info.backend === "offline";
-      ctx.fillStyle = fallback ? WARN_COLOR : OK_COLOR;
-      wrapLines(ctx, this.latentsyncBackendText, Math.max(this.size[0] - 12, 120)).forEach((line, i) => {
-        ctx.fillText(line, 6, this.size[1] + 6 + 15 * i);
-      });
-      ctx.restore();
-      return result;
-    };
+app.registerExtension({
+  name: "LatentSync.ModelVersion",
+
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData.name !== "LatentSyncModelLoader") return;
+    addNodeNote(nodeType, "latentsync_model", modelText, (info) => info.assumed || info.tiny);
   },
 });
