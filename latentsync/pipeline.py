@@ -334,15 +334,21 @@ def encode_faces(codec, faces: torch.Tensor, mask: torch.Tensor) -> MaskedLatent
 
 def sample_latents(unet, conditioning: MaskedLatents, audio: torch.Tensor, noise: torch.Tensor, steps: int = 20,
                    guidance: float = 1.5, deepcache_interval: int = 3,
-                   on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Denoise one window. audio: (F, 50, 384); noise: (1, 4, F, h, w). Returns scaled latents (1, 4, F, h, w)."""
-    p = next(unet.parameters())
-    cast = dict(device=p.device, dtype=p.dtype)
+                   on_step: Callable[[int, int], None] | None = None, cfg_batch: str = "joint",
+                   ff_chunks: int = 1) -> torch.Tensor:
+    """Denoise one window. audio: (F, 50, 384); noise: (1, 4, F, h, w). Returns scaled latents (1, 4, F, h, w).
+    `cfg_batch` / `ff_chunks`: see `denoise_window`. The inputs go to the U-Net's compute device and dtype (its
+    `device` / `dtype` attributes, else those of its first parameter)."""
+    if hasattr(unet, "device") and hasattr(unet, "dtype"):
+        cast = dict(device=unet.device, dtype=unet.dtype)
+    else:
+        p = next(unet.parameters())
+        cast = dict(device=p.device, dtype=p.dtype)
     return denoise_window(
         unet, make_scheduler(), noise.to(**cast), conditioning.mask_latents.to(**cast),
         conditioning.masked_image_latents.to(**cast), conditioning.ref_latents.to(**cast),
         audio.unsqueeze(0).to(**cast), guidance_scale=guidance, num_inference_steps=steps,
-        deepcache_interval=deepcache_interval, on_step=on_step,
+        deepcache_interval=deepcache_interval, on_step=on_step, cfg_batch=cfg_batch, ff_chunks=ff_chunks,
     )
 
 
