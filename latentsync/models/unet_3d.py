@@ -10,8 +10,10 @@ import torch
 from diffusers.models.embeddings import Timesteps
 from torch import nn
 
-from .attention import FeedForward
+from .attention import FeedForward, Transformer3DModel
 from .layers import layers
+from .motion_module import VanillaTemporalModule
+from .resnet import ResnetBlock3D
 from .unet_blocks import DOWN_BLOCKS, UP_BLOCKS, UNetMidBlock3DCrossAttn, _Checkpointable
 
 if TYPE_CHECKING:
@@ -53,6 +55,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "zero_initialize": True,
     },
 }
+
+COMPILE_RECOMPILE_LIMIT = 64  # compiled variants per block class (one per width and frame-count range)
 
 # Official constructor arguments that LatentSync leaves at these values; other values are not implemented.
 _FIXED_ARGUMENTS: dict[str, Any] = {
@@ -240,6 +244,24 @@ class UNet3DConditionModel(_Checkpointable):
             if isinstance(module, FeedForward):
                 module.chunks = int(chunks)
 
+    def compile_blocks(self, backend: Any = "inductor", mode: str | None = None) -> int:
+        """Compile every resnet, spatial transformer and motion module with `torch.compile` (in place: the
+        state-dict names do not change), with their frame count marked dynamic, so that a shorter last window does
+        not compile again and DeepCache (which skips whole blocks in Python) keeps working. Calling it again with
+        the same settings does nothing. Returns the number of compiled modules."""
+        setting = (backend if isinstance(backend, str) else id(backend), mode)
+        if getattr(self, "_compiled_blocks", None) == setting:
+            return 0
+        count = 0
+        for module in self.modules():
+            if isinstance(module, (ResnetBlock3D, Transformer3DModel, VanillaTemporalModule)):
+                module.compile(backend=backend, mode=mode, dynamic=None)
+                count += 1
+            elif isinstance(module, _Checkpointable):
+                module.dynamic_frames = True
+        self._compiled_blocks = setting
+        return count
+
     @contextlib.contextmanager
     def feed_forward_chunks(self, chunks: int) -> Iterator[None]:
         """`set_feed_forward_chunks(chunks)` for the duration of a `with` block, then the previous setting."""
@@ -316,6 +338,17 @@ class UNet3DConditionModel(_Checkpointable):
         With a `DeepCache` whose current step is a cached one, only the shallowest branch is recomputed from the
         hidden state stored on the last full step (official DeepCache 0.1.1 behaviour); full steps store it.
         """
+        if getattr(self, "_compiled_blocks", None) is None:
+            return self._forward(sample, timestep, encoder_hidden_states, deep_cache)
+        # Blocks of one class share one compiled `forward` code object, each shape one entry of its cache: more
+        # than dynamo's default limit of 8 (a stage-2 U-Net has 14 resnet shapes, twice once a window of fewer
+        # than 8 frames came); raised only while this forward runs.
+        with torch._dynamo.config.patch(recompile_limit=max(torch._dynamo.config.recompile_limit,
+                                                            COMPILE_RECOMPILE_LIMIT)):
+            return self._forward(sample, timestep, encoder_hidden_states, deep_cache)
+
+    def _forward(self, sample: torch.Tensor, timestep: torch.Tensor | int | float,
+                 encoder_hidden_states: torch.Tensor | None, deep_cache: "DeepCache | None") -> torch.Tensor:
         if sample.dim() != 5:
             raise ValueError(f"sample must be (batch, channels, frames, h, w), got shape {tuple(sample.shape)}")
         b, _, f, h, w = sample.shape

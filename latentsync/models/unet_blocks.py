@@ -12,12 +12,24 @@ from .motion_module import VanillaTemporalModule
 from .resnet import Downsample3D, ResnetBlock3D, Upsample3D
 
 
+def mark_frames_dynamic(args: tuple[Any, ...]) -> None:
+    """Tell `torch.compile` that the frame count may change between calls (the last window of a video is
+    shorter): dim 2 of `(b, c, f, h, w)` tensors and dim 0 of the `(b*f, tokens, dim)` audio context."""
+    for arg in args:
+        if isinstance(arg, torch.Tensor) and arg.dim() in (3, 5):
+            torch._dynamo.maybe_mark_dynamic(arg, 2 if arg.dim() == 5 else 0)
+
+
 class _Checkpointable(nn.Module):
-    """Runs sub-modules through activation checkpointing when enabled and training."""
+    """Runs sub-modules through activation checkpointing when enabled and training; with `dynamic_frames` (set
+    when the sub-modules are compiled) their inputs' frame count is marked dynamic."""
 
     gradient_checkpointing: bool = False
+    dynamic_frames: bool = False
 
     def _run(self, fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
+        if self.dynamic_frames:
+            mark_frames_dynamic(args)
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(fn, *args, use_reentrant=False)
         return fn(*args)

@@ -6,9 +6,8 @@ from typing import Callable
 
 import torch
 
+from ..options import CFG_BATCH_MODES
 from .deepcache import DeepCache
-
-CFG_BATCH_MODES = ("joint", "sequential")
 
 
 def check_cfg_batch(cfg_batch: str) -> str:
