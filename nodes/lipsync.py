@@ -24,6 +24,7 @@ from ..latentsync.timeline import LENGTH_MODES
 from ..latentsync.video_io import MediaError, VideoFileSource, VideoWriter, has_audio, read_audio
 
 from . import runtime
+from .sampler import small_card_inputs
 from .score import add_output_score, score_switch
 from .types import FaceAnalyzer, LatentSyncModel, WhisperModel, audio_to_waveform, to_fraction, waveform_to_audio
 
@@ -40,7 +41,8 @@ def node_options(seed, steps, guidance, deepcache, deepcache_interval, length_mo
 
 def make_pipeline(model, vae, whisper, face_analyzer, options: LipSyncOptions) -> LipSyncPipeline:
     return LipSyncPipeline(
-        unet=runtime.ManagedUNet(model.patcher, runtime.unet_memory_estimate(model.resolution, WINDOW, model.dtype)),
+        unet=runtime.ManagedUNet(model.patcher, runtime.unet_memory_estimate(
+            model.resolution, WINDOW, model.dtype, options.cfg_batch, options.ff_chunks)),
         vae_codec=runtime.ComfyVAECodec(vae),
         audio_encoder=runtime.whisper_on_device(whisper),
         face_detector=face_analyzer.detector,
@@ -157,6 +159,7 @@ class LatentSyncLipSyncVideo(io.ComfyNode):
                 *_sampling_inputs(),
                 *_length_and_face_inputs(),
                 score_switch(),
+                *small_card_inputs(),
             ],
             outputs=[io.Video.Output(display_name="video", tooltip="The lip-synced video with the audio.")],
         )
@@ -168,9 +171,9 @@ class LatentSyncLipSyncVideo(io.ComfyNode):
     @classmethod
     def execute(cls, video, model, vae, whisper, face_analyzer, seed, steps, guidance, deepcache,
                 deepcache_interval, audio=None, length_mode="pingpong", max_face_gap=DEFAULT_MAX_GAP,
-                strict_faces=False, score=False) -> io.NodeOutput:
+                strict_faces=False, score=False, cfg_batch="joint", ff_chunks=1, compile=False) -> io.NodeOutput:
         options = node_options(seed, steps, guidance, deepcache, deepcache_interval, length_mode, max_face_gap,
-                               strict_faces)
+                               strict_faces, cfg_batch=cfg_batch, ff_chunks=int(ff_chunks), compile=bool(compile))
         source, own_audio, path = open_video(video)
         try:
             if audio is None:
@@ -217,6 +220,7 @@ class LatentSyncLipSyncImages(io.ComfyNode):
                 *_sampling_inputs(),
                 *_length_and_face_inputs(),
                 score_switch(),
+                *small_card_inputs(),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="Lip-synced frames."),
@@ -231,9 +235,9 @@ class LatentSyncLipSyncImages(io.ComfyNode):
     @classmethod
     def execute(cls, images, audio, frame_rate, model, vae, whisper, face_analyzer, seed, steps, guidance,
                 deepcache, deepcache_interval, length_mode="pingpong", max_face_gap=DEFAULT_MAX_GAP,
-                strict_faces=False, score=False) -> io.NodeOutput:
+                strict_faces=False, score=False, cfg_batch="joint", ff_chunks=1, compile=False) -> io.NodeOutput:
         options = node_options(seed, steps, guidance, deepcache, deepcache_interval, length_mode, max_face_gap,
-                               strict_faces)
+                               strict_faces, cfg_batch=cfg_batch, ff_chunks=int(ff_chunks), compile=bool(compile))
         source = TensorFrameSource(images, fps=to_fraction(frame_rate))  # converted to uint8 window by window
         pipe = make_pipeline(model, vae, whisper, face_analyzer, options)
         plan, waveform, sample_rate, notes = prepare(pipe, model, source, audio, options)

@@ -170,7 +170,8 @@ def load_latentsync(checkpoint: str, version: str = "auto", dtype: str = "auto",
         models_root = _models_root_of(path)
         config = read_unet_config(path)
         LOG.info("LatentSync: loading U-Net %s (version %s, %s)", path, ver, torch_dtype)
-        unet = load_unet(path, config=config, device=runtime.offload_device(), dtype=torch_dtype).eval()
+        unet = load_unet(path, config=config, device=runtime.offload_device(), dtype=torch_dtype,
+                         ops=runtime.comfy_layers(torch_dtype, device)).eval()
         unet.requires_grad_(False)
         mask = locate_mask(models_root, resolution, download_missing)
         tiny = _is_tiny(models_root)
