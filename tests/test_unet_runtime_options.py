@@ -161,3 +161,20 @@ def test_sequential_guidance_and_chunks_lower_the_traced_peak():
     chunked = traced_peak(Case(256, 8, ff_chunks=4, what="forward"), unet)
     assert sequential == pytest.approx(joint / 2, rel=0.02)
     assert chunked < 0.7 * joint
+
+
+def test_command_line_and_options_carry_the_choices_to_the_pipeline():
+    from latentsync.__main__ import build_parser
+    from latentsync.options import LipSyncOptions, OptionError
+
+    args = build_parser().parse_args(["--video", "v.mp4", "--out", "o.mp4", "--cfg-batch", "sequential",
+                                      "--ff-chunks", "4", "--compile"])
+    options = LipSyncOptions.from_args(args)
+    kwargs = options.pipeline_kwargs()
+    assert (kwargs["cfg_batch"], kwargs["ff_chunks"], kwargs["compile"]) == ("sequential", 4, True)
+    defaults = LipSyncOptions().pipeline_kwargs()
+    assert (defaults["cfg_batch"], defaults["ff_chunks"], defaults["compile"]) == ("joint", 1, False)
+    with pytest.raises(OptionError, match="unknown cfg batch 'both'"):
+        LipSyncOptions.from_mapping({"cfg_batch": "both"})
+    with pytest.raises(OptionError, match="ff chunks must be at least 1"):
+        LipSyncOptions.from_mapping({"ff-chunks": "0"})
