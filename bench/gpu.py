@@ -14,7 +14,8 @@ U-Nets (the official constructor's init, then every tensor moved by 2 % noise so
   cfg_forward     one forward of the guidance batch (2 x 16 frames): median, p10, p90 of 20 timed calls after
                   3 warm-up calls, CUDA events
   deepcache_step  one DeepCache cached step (interval 3, branch 0) after a full step, same statistics
-  window20        a 20-step DDIM window with guidance and DeepCache (3 timed windows after one warm-up)
+  window20        a 20-step DDIM window with guidance and DeepCache (3 timed windows after one warm-up), and
+                  window20_no_deepcache the same without it
   peak memory above the weights of one cfg_forward; max |difference| between the two U-Nets' outputs
   and, for ours, the activation estimate ComfyUI is given (`latentsync.models.activation_memory`) / measured peak.
 Part 2: our pipeline on the shared clip scaled to 1080p (real-size random models: the U-Net, the SD-1.5 VAE,
@@ -229,9 +230,10 @@ def bench_unets(config: dict, official_cls, size: int, dtype_name: str, device: 
                     return ours(sample, t, ctx, deep_cache=cache)
 
                 entry["deepcache_step"] = repeat(timer, cached_step, calls, warmup)
-                entry["window20"] = summary([timer(lambda: denoise_window(
-                    ours, make_scheduler(), x, mask, masked, ref, audio, num_inference_steps=steps,
-                    deepcache_interval=INTERVAL)) for _ in range(windows + 1)][1:])
+                for key, interval in (("window20", INTERVAL), ("window20_no_deepcache", 1)):
+                    entry[key] = summary([timer(lambda i=interval: denoise_window(
+                        ours, make_scheduler(), x, mask, masked, ref, audio, num_inference_steps=steps,
+                        deepcache_interval=i)) for _ in range(windows + 1)][1:])
                 estimate = activation_peak_bytes(size, frames, dtype, window=False)
                 entry["activation_estimate"] = estimate
                 if entry["peak_above_weights"]:
@@ -239,6 +241,8 @@ def bench_unets(config: dict, official_cls, size: int, dtype_name: str, device: 
             else:
                 scheduler = make_scheduler()
                 helper, reason = official_deepcache(official, scheduler)
+                entry["window20_no_deepcache"] = summary([timer(lambda: official_window(
+                    official, None, scheduler, x, mask, masked, ref, audio, steps)) for _ in range(windows + 1)][1:])
                 if helper is None:
                     entry["deepcache_step"] = entry["window20"] = {"skipped": reason}
                 else:

@@ -184,7 +184,7 @@ def test_bench_gpu_tiny_cpu_configuration_writes_every_figure(tmp_path):
     report = json.loads(out.read_text())
     (row,) = report["unet"]
     ours = row["ours"]
-    for figure in ("cfg_forward", "deepcache_step", "window20"):
+    for figure in ("cfg_forward", "deepcache_step", "window20", "window20_no_deepcache"):
         stats = ours[figure]
         assert stats["p10_s"] <= stats["median_s"] <= stats["p90_s"] and stats["p10_s"] > 0, figure
     assert ours["cfg_forward"]["calls"] == 2 and ours["activation_estimate"] > 0

@@ -69,7 +69,8 @@ class Downsample3D(nn.Module):
     def __init__(self, channels: int, out_channels: int | None = None, padding: int = 1, ops: Any = None):
         super().__init__()
         self.padding = padding
-        self.conv = layers(ops).InflatedConv3d(channels, out_channels or channels, kernel_size=3, stride=2, padding=padding)
+        self.conv = layers(ops).InflatedConv3d(channels, out_channels or channels, kernel_size=3, stride=2,
+                                               padding=padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding == 0:
