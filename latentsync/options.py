@@ -27,6 +27,7 @@ FACE_SELECTIONS = ("largest", "index", "center")
 DTYPE_NAMES = ("auto", "fp32", "bf16", "fp16")
 FACE_BACKENDS = ("auto", "insightface", "offline")
 VERSIONS = ("1.5", "1.6")
+CFG_BATCH_MODES = ("joint", "sequential")
 
 
 class OptionError(ValueError):
@@ -185,12 +186,21 @@ class LipSyncOptions(_Options):
     face_threshold: float = option(0.5, "detection confidence a face needs to be used (official: 0.5); higher "
                                    "ignores faint or background faces. The detector's own floor still applies "
                                    "(InsightFace 0.5, the offline detector 0.8)", minimum=0.0, maximum=1.0)
+    cfg_batch: str = option("joint", "classifier-free guidance as one batch of two (joint, official, faster) or as "
+                            "two halves one after the other (sequential: about half the U-Net's activation "
+                            "memory, for small GPUs); the same frames", choices=CFG_BATCH_MODES)
+    ff_chunks: int = option(1, "run the U-Net's feed-forward layers in this many pieces (1: in one; 2-8 lower the "
+                            "activation peak on small GPUs, slightly slower); the same frames", minimum=1,
+                            maximum=64)
+    compile: bool = option(False, "compile the U-Net's blocks with torch.compile (GPU: faster after a first "
+                           "window that takes minutes to compile; needs a working Triton / C++ compiler)")
 
     def pipeline_kwargs(self) -> dict:
         """The keyword arguments of `LipSyncPipeline.run` these options set."""
         return dict(steps=self.steps, guidance=self.guidance, deepcache=self.deepcache,
                     deepcache_interval=self.deepcache_interval, seed=self.seed, max_gap=self.max_gap,
-                    strict_faces=self.strict_faces)
+                    strict_faces=self.strict_faces, cfg_batch=self.cfg_batch, ff_chunks=self.ff_chunks,
+                    compile=self.compile)
 
     def face_selector(self, frame_size: tuple[int, int] | None = None):
         """The face selector of these options; `frame_size` (H, W) is needed for "center"."""

@@ -32,7 +32,7 @@ from .face.align import FaceAligner
 from .face.gaps import BRIDGED, DEFAULT_MAX_GAP, FACE, NONE, GapBridger, ranges
 from .face.selection import FaceSelector
 from .sampling.ddim import make_scheduler
-from .sampling.denoise import denoise_window, initial_noise
+from .sampling.denoise import check_cfg_batch, denoise_window, initial_noise
 from .timeline import OutputPlan, SourceTiming, check_length_mode, plan_output, source_order
 
 WINDOW = 16  # frames per U-Net call (the model was trained on 16-frame clips)
@@ -334,15 +334,21 @@ def encode_faces(codec, faces: torch.Tensor, mask: torch.Tensor) -> MaskedLatent
 
 def sample_latents(unet, conditioning: MaskedLatents, audio: torch.Tensor, noise: torch.Tensor, steps: int = 20,
                    guidance: float = 1.5, deepcache_interval: int = 3,
-                   on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Denoise one window. audio: (F, 50, 384); noise: (1, 4, F, h, w). Returns scaled latents (1, 4, F, h, w)."""
-    p = next(unet.parameters())
-    cast = dict(device=p.device, dtype=p.dtype)
+                   on_step: Callable[[int, int], None] | None = None, cfg_batch: str = "joint",
+                   ff_chunks: int = 1) -> torch.Tensor:
+    """Denoise one window. audio: (F, 50, 384); noise: (1, 4, F, h, w). Returns scaled latents (1, 4, F, h, w).
+    `cfg_batch` / `ff_chunks`: see `denoise_window`. The inputs go to the U-Net's compute device and dtype (its
+    `device` / `dtype` attributes, else those of its first parameter)."""
+    if hasattr(unet, "device") and hasattr(unet, "dtype"):
+        cast = dict(device=unet.device, dtype=unet.dtype)
+    else:
+        p = next(unet.parameters())
+        cast = dict(device=p.device, dtype=p.dtype)
     return denoise_window(
         unet, make_scheduler(), noise.to(**cast), conditioning.mask_latents.to(**cast),
         conditioning.masked_image_latents.to(**cast), conditioning.ref_latents.to(**cast),
         audio.unsqueeze(0).to(**cast), guidance_scale=guidance, num_inference_steps=steps,
-        deepcache_interval=deepcache_interval, on_step=on_step,
+        deepcache_interval=deepcache_interval, on_step=on_step, cfg_batch=cfg_batch, ff_chunks=ff_chunks,
     )
 
 
@@ -459,7 +465,7 @@ class LipSyncPipeline:
     def __call__(self, frames, fps, waveform, sample_rate: int, steps: int = 20, guidance: float = 1.5,
                  deepcache: bool = True, deepcache_interval: int = 3, seed: int = 1247,
                  progress: ProgressFn | None = None, length_mode: str = "pingpong",
-                 max_gap: int = DEFAULT_MAX_GAP, strict_faces: bool = False) -> LipSyncResult:
+                 max_gap: int = DEFAULT_MAX_GAP, strict_faces: bool = False, **model_options) -> LipSyncResult:
         """In memory: the same run as `run`, from frames (uint8 (N, H, W, 3)) to a frame tensor."""
         frames = _as_uint8_frames(frames)
         waveform = _as_waveform(waveform)
@@ -468,7 +474,7 @@ class LipSyncPipeline:
         sink = TensorSink(len(plan), source.frame_size)
         report = self.run(source, plan, waveform, sample_rate, sink, steps=steps, guidance=guidance,
                           deepcache=deepcache, deepcache_interval=deepcache_interval, seed=seed, progress=progress,
-                          max_gap=max_gap, strict_faces=strict_faces)
+                          max_gap=max_gap, strict_faces=strict_faces, **model_options)
         return LipSyncResult(sink.frames, plan.fps, output_waveform(waveform, sample_rate, plan), sample_rate,
                              report.has_face, report)
 
@@ -484,9 +490,15 @@ class LipSyncPipeline:
     def run(self, source: FrameSource, plan: OutputPlan, waveform, sample_rate: int, sink: FrameSink,
             steps: int = 20, guidance: float = 1.5, deepcache: bool = True, deepcache_interval: int = 3,
             seed: int = 1247, progress: ProgressFn | None = None, max_gap: int = DEFAULT_MAX_GAP,
-            strict_faces: bool = False) -> LipSyncReport:
+            strict_faces: bool = False, cfg_batch: str = "joint", ff_chunks: int = 1,
+            compile: bool = False) -> LipSyncReport:
         """Stream `plan`'s output frames window by window from `source` into `sink`. Memory holds one window, the
-        detection look-ahead (`max_gap` + a few frames) and a few numbers per frame, whatever the length."""
+        detection look-ahead (`max_gap` + a few frames) and a few numbers per frame, whatever the length.
+        `cfg_batch`, `ff_chunks`: see `denoise_window`; `compile`: the U-Net's blocks are compiled first
+        (`UNet3DConditionModel.compile_blocks`)."""
+        sampling = dict(cfg_batch=check_cfg_batch(cfg_batch), ff_chunks=int(ff_chunks))
+        if compile:
+            self.unet.compile_blocks()
         waveform = _as_waveform(waveform)
         m = len(plan)
         windows = -(-m // WINDOW)
@@ -525,7 +537,7 @@ class LipSyncPipeline:
             ticks = plan.starts[start:stop]
             window = self._window(frames, status, tracker.matrices[torch.from_numpy(src)],
                                   audio.windows_at(ticks, plan.base), shared_noise, aligner, steps, guidance,
-                                  deepcache_interval if deepcache else 1, tracker_progress)
+                                  deepcache_interval if deepcache else 1, tracker_progress, **sampling)
             sink.write(window, ticks)
 
         report = LipSyncReport(plan, tracker.status.copy())
@@ -539,7 +551,7 @@ class LipSyncPipeline:
         return report
 
     def _window(self, frames, status, matrices, audio, shared_noise, aligner, steps, guidance,
-                deepcache_interval, tracker: _Progress) -> torch.Tensor:
+                deepcache_interval, tracker: _Progress, **sampling) -> torch.Tensor:
         idx = torch.from_numpy(np.nonzero(status != NONE)[0])
         if len(idx) == 0:
             tracker.advance(steps + 2)
@@ -549,7 +561,7 @@ class LipSyncPipeline:
         tracker.advance(1)
         noise = shared_noise.expand(-1, -1, len(idx), -1, -1)
         latents = sample_latents(self.unet, conditioning, audio[idx], noise, steps, guidance, deepcache_interval,
-                                 on_step=lambda i, n: tracker.advance(1))
+                                 on_step=lambda i, n: tracker.advance(1), **sampling)
         decoded = decode_faces(self.vae_codec, latents, conditioning)
         out = frames.clone()
         out[idx] = torch.as_tensor(aligner.restore(frames[idx], decoded, matrices[idx]), dtype=torch.uint8).cpu()

@@ -20,6 +20,7 @@ from ..latentsync.x264 import DEFAULT_CRF, DEFAULT_PRESET
 from . import runtime
 from .faces import DEFAULT_THRESHOLD, SELECTION_MODES, face_choice_inputs, face_threshold_input
 from .output import frames_preview, output_inputs, temp_video_path, validate_output, video_preview
+from .sampler import small_card_inputs
 from .score import add_output_score, score_switch
 from .types import (FaceAnalyzer, LatentSyncModel, WhisperModel, audio_to_waveform, image_to_uint8, open_video,
                     to_fraction, waveform_to_audio)
@@ -36,7 +37,8 @@ def make_pipeline(model, vae, whisper, face_analyzer, options: LipSyncOptions, f
     from ..latentsync.pipeline import WINDOW, LipSyncPipeline  # noqa: PLC0415 - heavy: imported when a node runs
 
     return LipSyncPipeline(
-        unet=runtime.ManagedUNet(model.patcher, runtime.unet_memory_estimate(model.resolution, WINDOW, model.dtype)),
+        unet=runtime.ManagedUNet(model.patcher, runtime.unet_memory_estimate(
+            model.resolution, WINDOW, model.dtype, options.cfg_batch, options.ff_chunks)),
         vae_codec=runtime.ComfyVAECodec(vae),
         audio_encoder=runtime.whisper_on_device(whisper),
         face_detector=face_analyzer.detector,
@@ -151,6 +153,7 @@ class LatentSyncLipSyncVideo(io.ComfyNode):
                 score_switch(),
                 *_speaker_inputs(),
                 *output_inputs("the result video"),
+                *small_card_inputs(),
             ],
             outputs=[io.Video.Output(display_name="video", tooltip="The lip-synced video with the audio.")],
             is_output_node=True,  # shows the video on the node; saves it when filename_prefix is set
@@ -165,12 +168,13 @@ class LatentSyncLipSyncVideo(io.ComfyNode):
                 deepcache_interval, audio=None, length_mode="pingpong", max_face_gap=DEFAULT_MAX_GAP,
                 strict_faces=False, score=False, face_selection="largest", face_index=0,
                 face_threshold=DEFAULT_THRESHOLD, filename_prefix="", crf=DEFAULT_CRF,
-                preset=DEFAULT_PRESET) -> io.NodeOutput:
+                preset=DEFAULT_PRESET, cfg_batch="joint", ff_chunks=1, compile=False) -> io.NodeOutput:
         from ..latentsync.video_io import MediaError, VideoFileSource, VideoWriter, read_audio  # noqa: PLC0415
 
         options = node_options(seed, steps, guidance, deepcache, deepcache_interval, length_mode, max_face_gap,
                                strict_faces, face_selection=face_selection, face_index=int(face_index),
-                               face_threshold=float(face_threshold))
+                               face_threshold=float(face_threshold), cfg_batch=cfg_batch, ff_chunks=int(ff_chunks),
+                               compile=bool(compile))
         source, own_audio, path = open_video(video)
         try:
             if audio is None:
@@ -218,6 +222,7 @@ class LatentSyncLipSyncImages(io.ComfyNode):
                 score_switch(),
                 *_speaker_inputs(),
                 *output_inputs("the result (the frames with the audio)"),
+                *small_card_inputs(),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="Lip-synced frames."),
@@ -235,12 +240,13 @@ class LatentSyncLipSyncImages(io.ComfyNode):
                 deepcache, deepcache_interval, length_mode="pingpong", max_face_gap=DEFAULT_MAX_GAP,
                 strict_faces=False, score=False, face_selection="largest", face_index=0,
                 face_threshold=DEFAULT_THRESHOLD, filename_prefix="", crf=DEFAULT_CRF,
-                preset=DEFAULT_PRESET) -> io.NodeOutput:
+                preset=DEFAULT_PRESET, cfg_batch="joint", ff_chunks=1, compile=False) -> io.NodeOutput:
         from ..latentsync.pipeline import WINDOW, TensorFrameSource, TensorSink, output_waveform  # noqa: PLC0415
 
         options = node_options(seed, steps, guidance, deepcache, deepcache_interval, length_mode, max_face_gap,
                                strict_faces, face_selection=face_selection, face_index=int(face_index),
-                               face_threshold=float(face_threshold))
+                               face_threshold=float(face_threshold), cfg_batch=cfg_batch, ff_chunks=int(ff_chunks),
+                               compile=bool(compile))
         source = TensorFrameSource(images, fps=to_fraction(frame_rate))  # converted to uint8 window by window
         pipe = make_pipeline(model, vae, whisper, face_analyzer, options, source.frame_size)
         plan, waveform, sample_rate, notes = prepare(pipe, model, source, audio, options)

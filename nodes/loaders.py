@@ -207,7 +207,7 @@ def load_latentsync(checkpoint: str, version: str = "auto", dtype: str = "auto",
         LOG.info("LatentSync: loading U-Net %s (version %s, %s)%s", path, ver, torch_dtype,
                  "".join(f" + LoRA {p} x {s:g}" for p, s in loras))
         unet = load_unet(path, config=config, device=runtime.offload_device(), dtype=torch_dtype,
-                         loras=loras).eval()
+                         loras=loras, ops=runtime.comfy_layers(torch_dtype, device)).eval()
         unet.requires_grad_(False)
         mask = locate_mask(models_root, resolution, download_missing)
         tiny = _is_tiny(models_root)

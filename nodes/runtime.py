@@ -178,15 +178,26 @@ def make_patcher(module: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
     )
 
 
-def load_to_device(patcher, memory_required: int = 0) -> torch.device:
+def load_to_device(patcher, memory_required: int = 0, full: bool = True) -> torch.device:
     """Ask ComfyUI's memory manager to put the model on its device (it unloads other models as needed).
 
-    Loaded fully (no lowvram split): the U-Net's modules are not ComfyUI `ops` and cannot run split. Buffers that
-    the patcher does not track (the motion modules' positional encodings) follow the weights."""
-    mm.load_models_gpu([patcher], memory_required=memory_required, force_full_load=True)
+    `full=False` (the U-Net, built from `comfy.ops` layers): ComfyUI may load it partially and stream the rest of
+    its weights from the CPU layer by layer (small GPUs, `--lowvram`), keeping `memory_required` bytes free for the
+    activations. `full=True` (models made of plain torch modules, which cannot run split): all of it, buffers
+    included."""
+    mm.load_models_gpu([patcher], memory_required=memory_required, force_full_load=full)
     device = patcher.load_device
-    patcher.model.to(device)  # no-op for weights already moved; brings buffers along
+    if full:
+        patcher.model.to(device)  # no-op for weights already moved; brings buffers along
     return device
+
+
+def comfy_layers(dtype: torch.dtype, device: torch.device):
+    """The layer classes ComfyUI builds its own diffusion models from, for weights stored in `dtype`: they can
+    stay on the CPU and be cast to the GPU per call when ComfyUI loads the model partially."""
+    import comfy.ops  # noqa: PLC0415
+
+    return comfy.ops.pick_operations(dtype, dtype, load_device=device)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -351,35 +362,58 @@ MODEL_CACHE = ModelCache()
 # models in use
 
 
+def is_loaded(patcher) -> bool:
+    """Whether ComfyUI's memory manager holds the model on its device (wholly or partly)."""
+    return any(m is patcher for m in mm.loaded_models())
+
+
 class ManagedUNet:
-    """The U-Net as the library sees it, made safe for ComfyUI's memory manager: whenever the library asks for its
-    parameters (the sampler does at the start of every window, to find device and dtype), the model is (re)loaded
-    to its device, so a VAE call in between that made ComfyUI unload it cannot leave it on the wrong device."""
+    """The U-Net as the library sees it, made safe for ComfyUI's memory manager: before a U-Net call, the model is
+    loaded when ComfyUI does not hold it (the first call of a run, or after a VAE or another model made ComfyUI
+    unload it), so a run loads it once unless memory forced it out. `device` is where it computes (its weights may
+    partly stay on the CPU and stream, see `load_to_device`); `loads` counts the loads this object asked for."""
 
     def __init__(self, patcher, memory_required: int = 0):
         self.patcher = patcher
         self.memory_required = memory_required
+        self.loads = 0
 
     @property
     def module(self) -> torch.nn.Module:
         return self.patcher.model.diffusion_model
 
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.patcher.load_device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.module.dtype
+
+    def ensure_loaded(self) -> None:
+        if not is_loaded(self.patcher):
+            load_to_device(self.patcher, self.memory_required, full=False)
+            self.loads += 1
+
     def parameters(self, recurse: bool = True):
-        load_to_device(self.patcher, self.memory_required)
+        self.ensure_loaded()
         return self.module.parameters(recurse)
 
     def __call__(self, *args, **kwargs):
+        self.ensure_loaded()
         return self.module(*args, **kwargs)
 
     def __getattr__(self, name):
         return getattr(self.patcher.model.diffusion_model, name)
 
 
-def unet_memory_estimate(resolution: int, frames: int = 16, dtype: torch.dtype = torch.float16) -> int:
-    """Rough activation memory of one 16-frame window with guidance (batch 2): enough to make ComfyUI free room."""
-    latent = resolution // 8
-    elem = torch.finfo(dtype).bits // 8
-    return int(2 * frames * 320 * latent * latent * elem * 24)
+def unet_memory_estimate(resolution: int, frames: int = 16, dtype: torch.dtype = torch.float16,
+                         cfg_batch: str = "joint", ff_chunks: int = 1) -> int:
+    """Activation memory of one denoising window of the U-Net (guidance on), from the peaks measured by
+    `bench.unet_memory` (`latentsync.models.activation_memory`): what ComfyUI keeps free beside the weights."""
+    from ..latentsync.models.activation_memory import activation_peak_bytes  # noqa: PLC0415
+
+    return activation_peak_bytes(resolution, frames, dtype, cfg_batch=cfg_batch, ff_chunks=ff_chunks)
 
 
 def whisper_on_device(loaded) -> object:

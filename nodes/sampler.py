@@ -8,12 +8,15 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
+from ..latentsync.options import CFG_BATCH_MODES
+
 from . import runtime
 from .types import AudioEmbeddings, AudioFeatures, EncodedFaces, FaceLatents, LatentSyncModel
 
 
 def sample(model, encoded: EncodedFaces, audio: AudioFeatures, seed: int = 1247, steps: int = 20,
-           guidance: float = 1.5, deepcache: bool = True, deepcache_interval: int = 3) -> dict:
+           guidance: float = 1.5, deepcache: bool = True, deepcache_interval: int = 3, cfg_batch: str = "joint",
+           ff_chunks: int = 1, compile: bool = False) -> dict:
     from ..latentsync.pipeline import WINDOW, MaskedLatents, sample_latents  # noqa: PLC0415 - heavy: when run
     from ..latentsync.sampling.denoise import initial_noise  # noqa: PLC0415
 
@@ -34,7 +37,10 @@ def sample(model, encoded: EncodedFaces, audio: AudioFeatures, seed: int = 1247,
         if rows.numel():
             windows.append(rows)
     progress = runtime.Progress(max(1, len(windows) * steps))
-    unet = runtime.ManagedUNet(model.patcher, runtime.unet_memory_estimate(model.resolution, WINDOW, model.dtype))
+    unet = runtime.ManagedUNet(model.patcher, runtime.unet_memory_estimate(model.resolution, WINDOW, model.dtype,
+                                                                            cfg_batch, int(ff_chunks)))
+    if compile:
+        unet.compile_blocks()
     interval = int(deepcache_interval) if deepcache else 1
     for w, rows in enumerate(windows):
         runtime.check_cancel()
@@ -49,9 +55,29 @@ def sample(model, encoded: EncodedFaces, audio: AudioFeatures, seed: int = 1247,
         )
         base = w * steps
         latents = sample_latents(unet, cond, audio.embeds[frames], shared_noise.expand(-1, -1, f, -1, -1), steps,
-                                 guidance, interval, on_step=lambda i, _n, b=base: progress(b + i + 1))
+                                 guidance, interval, on_step=lambda i, _n, b=base: progress(b + i + 1),
+                                 cfg_batch=cfg_batch, ff_chunks=int(ff_chunks))
         out[frames] = latents[0].permute(1, 0, 2, 3).float().cpu()
     return {"samples": out / runtime.SCALING_FACTOR}
+
+
+def small_card_inputs() -> list:
+    """The optional inputs for small GPUs and speed, shared by the sampler and the one-node paths (appended last;
+    the defaults are the behaviour without them)."""
+    return [
+        io.Combo.Input("cfg_batch", options=list(CFG_BATCH_MODES), default="joint", optional=True,
+                       tooltip="Classifier-free guidance as one batch of two (joint: official, faster) or as two "
+                               "halves one after the other (sequential: about half the U-Net's activation memory, "
+                               "for small GPUs). The same frames."),
+        io.Int.Input("ff_chunks", default=1, min=1, max=64, optional=True,
+                     tooltip="Run the U-Net's feed-forward layers in this many pieces: 1 = in one; 2-4 lower the "
+                             "activation peak on small GPUs (4: about 40 % lower), slightly slower. The same "
+                             "frames."),
+        io.Boolean.Input("compile", default=False, optional=True,
+                         tooltip="Compile the U-Net's blocks with torch.compile: faster sampling on a GPU after a "
+                                 "first window that takes minutes to compile (needs Triton / a C++ compiler). "
+                                 "The same frames within rounding."),
+    ]
 
 
 def _clip(x: torch.Tensor) -> torch.Tensor:
@@ -84,6 +110,7 @@ class LatentSyncSampler(io.ComfyNode):
                                          "identical)."),
                 io.Int.Input("deepcache_interval", default=3, min=2, max=10,
                              tooltip="With DeepCache: a full U-Net pass every this many steps."),
+                *small_card_inputs(),
             ],
             outputs=[io.Latent.Output(display_name="latent",
                                       tooltip="One latent per frame in the VAE's own scale (zero where no face); "
@@ -92,9 +119,9 @@ class LatentSyncSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, face_latents, audio_embeds, seed, steps, guidance, deepcache,
-                deepcache_interval) -> io.NodeOutput:
+                deepcache_interval, cfg_batch="joint", ff_chunks=1, compile=False) -> io.NodeOutput:
         return io.NodeOutput(sample(model, face_latents, audio_embeds, seed, steps, guidance, deepcache,
-                                    deepcache_interval))
+                                    deepcache_interval, cfg_batch, ff_chunks, compile))
 
 
 NODES = [LatentSyncSampler]

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench import stages, unet_chunk
 
@@ -185,3 +186,53 @@ def test_bench_startup_prints_every_row(tmp_path):
     doc = json.loads(out_json.read_text())
     assert doc["ready_without_s"] > 0 and doc["ready_with_s"] > 0 and doc["import_line_s"] >= 0
     assert doc["probe"]["heavy_imported"] == [] and doc["probe"]["nodes"] == 15
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bench.gpu: its tiny CPU configuration, and the import of the official U-Net from a checkout
+
+
+def test_bench_gpu_tiny_cpu_configuration_writes_every_figure(tmp_path):
+    from bench import gpu
+
+    out = tmp_path / "gpu.json"
+    assert gpu.main(["--tiny", "--device", "cpu", "--sizes", "256", "--dtypes", "fp32", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    (row,) = report["unet"]
+    ours = row["ours"]
+    for figure in ("cfg_forward", "deepcache_step", "window20", "window20_no_deepcache"):
+        stats = ours[figure]
+        assert stats["p10_s"] <= stats["median_s"] <= stats["p90_s"] and stats["p10_s"] > 0, figure
+    assert ours["cfg_forward"]["calls"] == 2 and ours["activation_estimate"] > 0
+    assert "official" not in row  # no --official checkout given
+    (pipe,) = report["pipeline"]
+    assert pipe["frame_size"] == [1080, 1920]
+    for mode in pipe["modes"].values():
+        assert math.isfinite(mode["frames_per_s"]) and mode["frames_per_s"] > 0
+        assert {"detect", "vae_encode", "unet", "vae_decode", "encode"} <= set(mode["stages"])
+    assert ("overlapped" in pipe["modes"]) == gpu.pipeline_has_overlap()
+
+
+def test_bench_gpu_imports_the_official_model_files_without_their_dependencies(tmp_path):
+    """A checkout's `latentsync/models/unet.py` imports `..utils.util` (the official data/video helpers): bench.gpu
+    replaces that module, so only the model files load. Checked on a stand-in checkout with the same imports."""
+    from bench import gpu
+
+    models = tmp_path / "checkout" / "latentsync" / "models"
+    models.mkdir(parents=True)
+    (tmp_path / "checkout" / "latentsync" / "utils").mkdir()
+    (tmp_path / "checkout" / "latentsync" / "utils" / "util.py").write_text("raise ImportError('data deps')\n")
+    (models / "utils.py").write_text("def zero_module(m):\n    return m\n")
+    (models / "unet.py").write_text(
+        "import torch\nfrom ..utils.util import zero_rank_log\nfrom .utils import zero_module\n\n"
+        "class UNet3DConditionModel(torch.nn.Module):\n    pass\n")
+    for name in [n for n in sys.modules if n.startswith(gpu.OFFICIAL_PACKAGE)]:
+        del sys.modules[name]
+    try:
+        cls = gpu.import_official_unet(tmp_path / "checkout")
+        assert cls.__module__ == f"{gpu.OFFICIAL_PACKAGE}.models.unet" and issubclass(cls, torch.nn.Module)
+    finally:
+        for name in [n for n in sys.modules if n.startswith(gpu.OFFICIAL_PACKAGE)]:
+            del sys.modules[name]
+    with pytest.raises(FileNotFoundError, match="not a checkout of bytedance/LatentSync"):
+        gpu.import_official_unet(tmp_path)

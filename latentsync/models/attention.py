@@ -1,11 +1,13 @@
 """Spatial transformer of the 3-D U-Net: SDPA attention, GEGLU feed-forward, per-frame Transformer3DModel."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import GroupNorm, batch_to_frames, frames_to_batch
+from .layers import batch_to_frames, frames_to_batch, layers
 
 
 class Attention(nn.Module):
@@ -23,14 +25,16 @@ class Attention(nn.Module):
         dim_head: int = 64,
         dropout: float = 0.0,
         bias: bool = False,
+        ops: Any = None,
     ):
         super().__init__()
         inner_dim = heads * dim_head
         self.heads = heads
-        self.to_q = nn.Linear(query_dim, inner_dim, bias=bias)
-        self.to_k = nn.Linear(cross_attention_dim or query_dim, inner_dim, bias=bias)
-        self.to_v = nn.Linear(cross_attention_dim or query_dim, inner_dim, bias=bias)
-        self.to_out = nn.ModuleList([nn.Linear(inner_dim, query_dim), nn.Dropout(dropout)])
+        linear = layers(ops).Linear
+        self.to_q = linear(query_dim, inner_dim, bias=bias)
+        self.to_k = linear(cross_attention_dim or query_dim, inner_dim, bias=bias)
+        self.to_v = linear(cross_attention_dim or query_dim, inner_dim, bias=bias)
+        self.to_out = nn.ModuleList([linear(inner_dim, query_dim), nn.Dropout(dropout)])
 
     def attend(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         context = x if context is None else context
@@ -48,9 +52,9 @@ class Attention(nn.Module):
 class GEGLU(nn.Module):
     """`Linear(dim, 2*inner)` split into (h, gate); `h * GELU(gate)` with the exact (erf) GELU."""
 
-    def __init__(self, dim_in: int, dim_out: int):
+    def __init__(self, dim_in: int, dim_out: int, ops: Any = None):
         super().__init__()
-        self.proj = nn.Linear(dim_in, dim_out * 2)
+        self.proj = layers(ops).Linear(dim_in, dim_out * 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, gate = self.proj(x).chunk(2, dim=-1)
@@ -58,17 +62,37 @@ class GEGLU(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """GEGLU -> Dropout -> Linear (keys `net.0.proj`, `net.2`); inner width `mult * dim`."""
+    """GEGLU -> Dropout -> Linear (keys `net.0.proj`, `net.2`); inner width `mult * dim`.
 
-    def __init__(self, dim: int, mult: int = 4, dropout: float = 0.0):
+    `chunks > 1` runs the tokens through in that many pieces (every token is independent), so the widest
+    activation of the block (the GEGLU projection, 8 x dim per token) exists for one piece at a time.
+    """
+
+    chunks: int = 1
+
+    def __init__(self, dim: int, mult: int = 4, dropout: float = 0.0, ops: Any = None):
         super().__init__()
         inner = dim * mult
-        self.net = nn.ModuleList([GEGLU(dim, inner), nn.Dropout(dropout), nn.Linear(inner, dim)])
+        self.net = nn.ModuleList([GEGLU(dim, inner, ops), nn.Dropout(dropout), layers(ops).Linear(inner, dim)])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.net:
             x = layer(x)
         return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.chunks <= 1:
+            return self._run(x)
+        rows = x.reshape(-1, x.shape[-1])
+        out = None
+        start = 0
+        for piece in rows.tensor_split(min(self.chunks, rows.shape[0])):
+            y = self._run(piece)
+            if out is None:
+                out = y.new_empty(rows.shape[0], y.shape[-1])
+            out[start:start + piece.shape[0]] = y
+            start += piece.shape[0]
+        return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
 class BasicTransformerBlock(nn.Module):
@@ -82,21 +106,22 @@ class BasicTransformerBlock(nn.Module):
         cross_attention_dim: int | None = None,
         add_audio_layer: bool = False,
         dropout: float = 0.0,
+        ops: Any = None,
     ):
         super().__init__()
+        layer_norm = layers(ops).LayerNorm
         # Registration order reproduces the official state-dict order: norm1, attn1, norm2, attn2, ff, norm3.
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn1 = Attention(dim, heads=num_attention_heads, dim_head=attention_head_dim, dropout=dropout)
+        self.norm1 = layer_norm(dim)
+        self.attn1 = Attention(dim, heads=num_attention_heads, dim_head=attention_head_dim, dropout=dropout, ops=ops)
         if add_audio_layer:
-            self.norm2 = nn.LayerNorm(dim)
-            self.attn2 = Attention(
-                dim, cross_attention_dim, heads=num_attention_heads, dim_head=attention_head_dim, dropout=dropout
-            )
+            self.norm2 = layer_norm(dim)
+            self.attn2 = Attention(dim, cross_attention_dim, heads=num_attention_heads, dim_head=attention_head_dim,
+                                   dropout=dropout, ops=ops)
         else:
             self.norm2 = None
             self.attn2 = None
-        self.ff = FeedForward(dim, dropout=dropout)
-        self.norm3 = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, dropout=dropout, ops=ops)
+        self.norm3 = layer_norm(dim)
 
     def forward(self, x: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None) -> torch.Tensor:
         x = self.attn1(self.norm1(x)) + x
@@ -121,11 +146,13 @@ class Transformer3DModel(nn.Module):
         cross_attention_dim: int | None = None,
         add_audio_layer: bool = False,
         dropout: float = 0.0,
+        ops: Any = None,
     ):
         super().__init__()
+        L = layers(ops)
         inner_dim = num_attention_heads * attention_head_dim
-        self.norm = GroupNorm(norm_num_groups, in_channels, eps=1e-6, affine=True)
-        self.proj_in = nn.Conv2d(in_channels, inner_dim, kernel_size=1)
+        self.norm = L.GroupNorm(norm_num_groups, in_channels, eps=1e-6, affine=True)
+        self.proj_in = L.Conv2d(in_channels, inner_dim, kernel_size=1)
         self.transformer_blocks = nn.ModuleList(
             [
                 BasicTransformerBlock(
@@ -135,11 +162,12 @@ class Transformer3DModel(nn.Module):
                     cross_attention_dim=cross_attention_dim,
                     add_audio_layer=add_audio_layer,
                     dropout=dropout,
+                    ops=ops,
                 )
                 for _ in range(num_layers)
             ]
         )
-        self.proj_out = nn.Conv2d(inner_dim, in_channels, kernel_size=1)
+        self.proj_out = L.Conv2d(inner_dim, in_channels, kernel_size=1)
 
     def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None) -> torch.Tensor:
         num_frames = hidden_states.shape[2]

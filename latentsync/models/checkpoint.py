@@ -139,11 +139,12 @@ def load_state_dict_into_unet(unet: UNet3DConditionModel, state_dict: dict[str, 
 
 def load_unet(path: str | os.PathLike, config: Mapping[str, Any] | None = None,
               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-              loras: Sequence[tuple[str | os.PathLike, float]] = ()) -> UNet3DConditionModel:
+              loras: Sequence[tuple[str | os.PathLike, float]] = (), ops: Any = None) -> UNet3DConditionModel:
     """Build the U-Net (on the meta device, no allocation) and load `path` into it in `dtype` on `device`.
 
     Without `config` the architecture is read from the checkpoint (`infer_unet_config`). `loras`: LoRA files with
-    their strengths, merged into the weights before loading (`latentsync.models.lora`). Returns an eval model.
+    their strengths, merged into the weights before loading (`latentsync.models.lora`). `ops`: the layer classes
+    to build from (see `latentsync.models.layers`). Returns an eval model.
     """
     state_dict = load_unet_state_dict(path)
     if loras:
@@ -152,7 +153,7 @@ def load_unet(path: str | os.PathLike, config: Mapping[str, Any] | None = None,
         apply_loras(state_dict, loras)
     cfg = dict(config) if config is not None else infer_unet_config(state_dict)
     with torch.device("meta"):
-        unet = UNet3DConditionModel(**cfg)
+        unet = UNet3DConditionModel(ops=ops, **cfg)
     try:
         load_state_dict_into_unet(unet, state_dict, device=device, dtype=dtype)
     except CheckpointError as exc:

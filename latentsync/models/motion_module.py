@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
 
 from .attention import Attention, FeedForward
-from .layers import GroupNorm, batch_to_frames, frames_to_batch
+from .layers import batch_to_frames, frames_to_batch, layers
 
 
 def sinusoidal_position_table(d_model: int, max_len: int) -> torch.Tensor:
@@ -36,7 +37,8 @@ class PositionalEncoding(nn.Module):
                 f"{x.shape[1]} frames exceed the motion module's temporal_position_encoding_max_len "
                 f"{self.pe.shape[1]}; process at most {self.pe.shape[1]} frames per window"
             )
-        return x + self.pe[:, : x.shape[1]].to(x.dtype)
+        # ComfyUI's partial loading moves only weights: the buffer may still be on the CPU
+        return x + self.pe[:, : x.shape[1]].to(device=x.device, dtype=x.dtype)
 
 
 class TemporalAttention(Attention):
@@ -47,8 +49,8 @@ class TemporalAttention(Attention):
     """
 
     def __init__(self, dim: int, heads: int, dim_head: int, dropout: float = 0.0, position_encoding: bool = True,
-                 max_len: int = 24):
-        super().__init__(dim, heads=heads, dim_head=dim_head, dropout=dropout)
+                 max_len: int = 24, ops: Any = None):
+        super().__init__(dim, heads=heads, dim_head=dim_head, dropout=dropout, ops=ops)
         self.pos_encoder = PositionalEncoding(dim, max_len) if position_encoding else None
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:  # type: ignore[override]
@@ -64,17 +66,19 @@ class TemporalTransformerBlock(nn.Module):
     """Temporal self-attentions (each with its own LayerNorm) then a GEGLU FF. `(b*f, s, C)`."""
 
     def __init__(self, dim: int, num_attention_heads: int, attention_head_dim: int, num_attention_blocks: int = 2,
-                 position_encoding: bool = True, max_len: int = 24, dropout: float = 0.0):
+                 position_encoding: bool = True, max_len: int = 24, dropout: float = 0.0, ops: Any = None):
         super().__init__()
+        layer_norm = layers(ops).LayerNorm
         self.attention_blocks = nn.ModuleList(
             [
-                TemporalAttention(dim, num_attention_heads, attention_head_dim, dropout, position_encoding, max_len)
+                TemporalAttention(dim, num_attention_heads, attention_head_dim, dropout, position_encoding, max_len,
+                                  ops=ops)
                 for _ in range(num_attention_blocks)
             ]
         )
-        self.norms = nn.ModuleList([nn.LayerNorm(dim) for _ in range(num_attention_blocks)])
-        self.ff = FeedForward(dim, dropout=dropout)
-        self.ff_norm = nn.LayerNorm(dim)
+        self.norms = nn.ModuleList([layer_norm(dim) for _ in range(num_attention_blocks)])
+        self.ff = FeedForward(dim, dropout=dropout, ops=ops)
+        self.ff_norm = layer_norm(dim)
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         for attention, norm in zip(self.attention_blocks, self.norms):
@@ -87,19 +91,20 @@ class TemporalTransformer3DModel(nn.Module):
 
     def __init__(self, in_channels: int, num_attention_heads: int, attention_head_dim: int, num_layers: int = 1,
                  num_attention_blocks: int = 2, position_encoding: bool = True, max_len: int = 24,
-                 norm_num_groups: int = 32):
+                 norm_num_groups: int = 32, ops: Any = None):
         super().__init__()
+        L = layers(ops)
         inner_dim = num_attention_heads * attention_head_dim
-        self.norm = GroupNorm(norm_num_groups, in_channels, eps=1e-6, affine=True)
-        self.proj_in = nn.Linear(in_channels, inner_dim)
+        self.norm = L.GroupNorm(norm_num_groups, in_channels, eps=1e-6, affine=True)
+        self.proj_in = L.Linear(in_channels, inner_dim)
         self.transformer_blocks = nn.ModuleList(
             [
                 TemporalTransformerBlock(inner_dim, num_attention_heads, attention_head_dim, num_attention_blocks,
-                                         position_encoding, max_len)
+                                         position_encoding, max_len, ops=ops)
                 for _ in range(num_layers)
             ]
         )
-        self.proj_out = nn.Linear(inner_dim, in_channels)
+        self.proj_out = L.Linear(inner_dim, in_channels)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         num_frames = hidden_states.shape[2]
@@ -129,6 +134,7 @@ class VanillaTemporalModule(nn.Module):
         temporal_attention_dim_div: int = 1,
         zero_initialize: bool = True,
         cross_frame_attention_mode: None = None,
+        ops: Any = None,
     ):
         super().__init__()
         unsupported = [t for t in attention_block_types if t != "Temporal_Self"]
@@ -144,6 +150,7 @@ class VanillaTemporalModule(nn.Module):
             num_attention_blocks=len(attention_block_types),
             position_encoding=temporal_position_encoding,
             max_len=temporal_position_encoding_max_len,
+            ops=ops,
         )
         if zero_initialize:
             nn.init.zeros_(self.temporal_transformer.proj_out.weight)

@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import GroupNorm, InflatedConv3d
+from typing import Any
+
+from .layers import layers
 
 
 class ResnetBlock3D(nn.Module):
@@ -25,22 +27,24 @@ class ResnetBlock3D(nn.Module):
         dropout: float = 0.0,
         time_embedding_norm: str = "default",
         output_scale_factor: float = 1.0,
+        ops: Any = None,
     ):
         super().__init__()
+        L = layers(ops)
         if time_embedding_norm not in ("default", "scale_shift"):
             raise ValueError(f"unknown resnet_time_scale_shift {time_embedding_norm!r} (use 'default' or 'scale_shift')")
         self.time_embedding_norm = time_embedding_norm
         self.output_scale_factor = output_scale_factor
-        self.norm1 = GroupNorm(groups, in_channels, eps=eps, affine=True)
-        self.conv1 = InflatedConv3d(in_channels, out_channels, kernel_size=3, stride=1, padding=1)
+        self.norm1 = L.GroupNorm(groups, in_channels, eps=eps, affine=True)
+        self.conv1 = L.InflatedConv3d(in_channels, out_channels, kernel_size=3, stride=1, padding=1)
         proj_channels = out_channels * 2 if time_embedding_norm == "scale_shift" else out_channels
-        self.time_emb_proj = nn.Linear(temb_channels, proj_channels)
-        self.norm2 = GroupNorm(groups, out_channels, eps=eps, affine=True)
+        self.time_emb_proj = L.Linear(temb_channels, proj_channels)
+        self.norm2 = L.GroupNorm(groups, out_channels, eps=eps, affine=True)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = InflatedConv3d(out_channels, out_channels, kernel_size=3, stride=1, padding=1)
+        self.conv2 = L.InflatedConv3d(out_channels, out_channels, kernel_size=3, stride=1, padding=1)
         self.nonlinearity = nn.SiLU()
         self.conv_shortcut = (
-            InflatedConv3d(in_channels, out_channels, kernel_size=1, stride=1, padding=0)
+            L.InflatedConv3d(in_channels, out_channels, kernel_size=1, stride=1, padding=0)
             if in_channels != out_channels
             else None
         )
@@ -62,10 +66,11 @@ class ResnetBlock3D(nn.Module):
 class Downsample3D(nn.Module):
     """Stride-2 3x3 convolution per frame: `(b, c, f, h, w) -> (b, c', f, h/2, w/2)`."""
 
-    def __init__(self, channels: int, out_channels: int | None = None, padding: int = 1):
+    def __init__(self, channels: int, out_channels: int | None = None, padding: int = 1, ops: Any = None):
         super().__init__()
         self.padding = padding
-        self.conv = InflatedConv3d(channels, out_channels or channels, kernel_size=3, stride=2, padding=padding)
+        self.conv = layers(ops).InflatedConv3d(channels, out_channels or channels, kernel_size=3, stride=2,
+                                               padding=padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding == 0:
@@ -76,9 +81,9 @@ class Downsample3D(nn.Module):
 class Upsample3D(nn.Module):
     """Nearest x2 in h and w (not in frames), then a 3x3 convolution per frame."""
 
-    def __init__(self, channels: int, out_channels: int | None = None):
+    def __init__(self, channels: int, out_channels: int | None = None, ops: Any = None):
         super().__init__()
-        self.conv = InflatedConv3d(channels, out_channels or channels, kernel_size=3, padding=1)
+        self.conv = layers(ops).InflatedConv3d(channels, out_channels or channels, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor, output_size: tuple[int, ...] | None = None) -> torch.Tensor:
         dtype = x.dtype

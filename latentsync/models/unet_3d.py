@@ -1,14 +1,19 @@
 """`UNet3DConditionModel`: the LatentSync 3-D U-Net (SD-1.5 layout, audio cross-attention, motion modules)."""
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
-from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.embeddings import Timesteps
 from torch import nn
 
-from .layers import GroupNorm, InflatedConv3d
+from .attention import FeedForward, Transformer3DModel
+from .layers import layers
+from .motion_module import VanillaTemporalModule
+from .resnet import ResnetBlock3D
 from .unet_blocks import DOWN_BLOCKS, UP_BLOCKS, UNetMidBlock3DCrossAttn, _Checkpointable
 
 if TYPE_CHECKING:
@@ -50,6 +55,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "zero_initialize": True,
     },
 }
+
+COMPILE_RECOMPILE_LIMIT = 64  # compiled variants per block class (one per width and frame-count range)
 
 # Official constructor arguments that LatentSync leaves at these values; other values are not implemented.
 _FIXED_ARGUMENTS: dict[str, Any] = {
@@ -101,15 +108,31 @@ class _SkipsUsedOnce:
         return item
 
 
+class TimestepEmbedding(nn.Module):
+    """`linear_1 -> SiLU -> linear_2` (diffusers' `TimestepEmbedding` as the U-Net uses it, built from `ops`)."""
+
+    def __init__(self, in_channels: int, time_embed_dim: int, ops: Any = None):
+        super().__init__()
+        linear = layers(ops).Linear
+        self.linear_1 = linear(in_channels, time_embed_dim)
+        self.act = nn.SiLU()
+        self.linear_2 = linear(time_embed_dim, time_embed_dim)
+
+    def forward(self, sample: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(sample)))
+
+
 class UNet3DConditionModel(_Checkpointable):
     """3-D conditional U-Net predicting noise.
 
     `forward(sample (b, in_ch, f, h, w), timestep (0-d, (1,) or (b,)), encoder_hidden_states (b, f, 50, D) or
-    (b*f, 50, D), deep_cache=None) -> (b, out_ch, f, h, w)`.
+    (b*f, 50, D), deep_cache=None) -> (b, out_ch, f, h, w)`. `ops` (not part of the config): the namespace of layer
+    classes to build from (see `latentsync.models.layers`; default `torch.nn`).
     """
 
-    def __init__(self, **config: Any):
+    def __init__(self, ops: Any = None, **config: Any):
         super().__init__()
+        L = layers(ops)
         cfg = resolve_unet_config(config)
         self._config = cfg
         if cfg["act_fn"] != "silu":
@@ -128,11 +151,11 @@ class UNet3DConditionModel(_Checkpointable):
         common = dict(resnet_eps=cfg["norm_eps"], resnet_groups=cfg["norm_num_groups"],
                       resnet_time_scale_shift=cfg["resnet_time_scale_shift"], attn_num_head_channels=heads,
                       cross_attention_dim=cfg["cross_attention_dim"], add_audio_layer=cfg["add_audio_layer"],
-                      motion_module_kwargs=mm_kwargs)
+                      motion_module_kwargs=mm_kwargs, ops=ops)
 
-        self.conv_in = InflatedConv3d(cfg["in_channels"], channels[0], kernel_size=3, padding=1)
+        self.conv_in = L.InflatedConv3d(cfg["in_channels"], channels[0], kernel_size=3, padding=1)
         self.time_proj = Timesteps(channels[0], cfg["flip_sin_to_cos"], cfg["freq_shift"])
-        self.time_embedding = TimestepEmbedding(channels[0], time_embed_dim)
+        self.time_embedding = TimestepEmbedding(channels[0], time_embed_dim, ops)
 
         self.down_blocks = nn.ModuleList()
         output_channel = channels[0]
@@ -173,9 +196,9 @@ class UNet3DConditionModel(_Checkpointable):
             channels[-1], time_embed_dim, output_scale_factor=cfg["mid_block_scale_factor"],
             use_motion_module=cfg["use_motion_module"] and cfg["motion_module_mid_block"], **common,
         )
-        self.conv_norm_out = GroupNorm(cfg["norm_num_groups"], channels[0], eps=cfg["norm_eps"])
+        self.conv_norm_out = L.GroupNorm(cfg["norm_num_groups"], channels[0], eps=cfg["norm_eps"])
         self.conv_act = nn.SiLU()
-        self.conv_out = InflatedConv3d(channels[0], cfg["out_channels"], kernel_size=3, padding=1)
+        self.conv_out = L.InflatedConv3d(channels[0], cfg["out_channels"], kernel_size=3, padding=1)
 
         # Absolute index (in the skip list [conv_in, down outputs...]) of the first skip each up block consumes.
         total = 1 + sum(block.num_outputs for block in self.down_blocks)
@@ -188,8 +211,8 @@ class UNet3DConditionModel(_Checkpointable):
 
     # ------------------------------------------------------------------ config / utilities
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "UNet3DConditionModel":
-        return cls(**config)
+    def from_config(cls, config: dict[str, Any], ops: Any = None) -> "UNet3DConditionModel":
+        return cls(ops=ops, **config)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -211,6 +234,44 @@ class UNet3DConditionModel(_Checkpointable):
 
     def disable_gradient_checkpointing(self) -> None:
         self.enable_gradient_checkpointing(False)
+
+    def set_feed_forward_chunks(self, chunks: int) -> None:
+        """Run every feed-forward (spatial and temporal) in `chunks` pieces of its tokens; 1 = in one piece.
+        Same result (each token is independent), less peak memory: see `FeedForward`."""
+        if int(chunks) != chunks or chunks < 1:
+            raise ValueError(f"feed-forward chunks must be an integer >= 1, got {chunks!r}")
+        for module in self.modules():
+            if isinstance(module, FeedForward):
+                module.chunks = int(chunks)
+
+    def compile_blocks(self, backend: Any = "inductor", mode: str | None = None) -> int:
+        """Compile every resnet, spatial transformer and motion module with `torch.compile` (in place: the
+        state-dict names do not change), with their frame count marked dynamic, so that a shorter last window does
+        not compile again and DeepCache (which skips whole blocks in Python) keeps working. Calling it again with
+        the same settings does nothing. Returns the number of compiled modules."""
+        setting = (backend if isinstance(backend, str) else id(backend), mode)
+        if getattr(self, "_compiled_blocks", None) == setting:
+            return 0
+        count = 0
+        for module in self.modules():
+            if isinstance(module, (ResnetBlock3D, Transformer3DModel, VanillaTemporalModule)):
+                module.compile(backend=backend, mode=mode, dynamic=None)
+                count += 1
+            elif isinstance(module, _Checkpointable):
+                module.dynamic_frames = True
+        self._compiled_blocks = setting
+        return count
+
+    @contextlib.contextmanager
+    def feed_forward_chunks(self, chunks: int) -> Iterator[None]:
+        """`set_feed_forward_chunks(chunks)` for the duration of a `with` block, then the previous setting."""
+        before = {m: m.chunks for m in self.modules() if isinstance(m, FeedForward)}
+        self.set_feed_forward_chunks(chunks)
+        try:
+            yield
+        finally:
+            for module, value in before.items():
+                module.chunks = value
 
     # ------------------------------------------------------------------ forward
     def _timesteps(self, timestep: torch.Tensor | int | float, batch: int, device: torch.device) -> torch.Tensor:
@@ -277,6 +338,17 @@ class UNet3DConditionModel(_Checkpointable):
         With a `DeepCache` whose current step is a cached one, only the shallowest branch is recomputed from the
         hidden state stored on the last full step (official DeepCache 0.1.1 behaviour); full steps store it.
         """
+        if getattr(self, "_compiled_blocks", None) is None:
+            return self._forward(sample, timestep, encoder_hidden_states, deep_cache)
+        # Blocks of one class share one compiled `forward` code object, each shape one entry of its cache: more
+        # than dynamo's default limit of 8 (a stage-2 U-Net has 14 resnet shapes, twice once a window of fewer
+        # than 8 frames came); raised only while this forward runs.
+        with torch._dynamo.config.patch(recompile_limit=max(torch._dynamo.config.recompile_limit,
+                                                            COMPILE_RECOMPILE_LIMIT)):
+            return self._forward(sample, timestep, encoder_hidden_states, deep_cache)
+
+    def _forward(self, sample: torch.Tensor, timestep: torch.Tensor | int | float,
+                 encoder_hidden_states: torch.Tensor | None, deep_cache: "DeepCache | None") -> torch.Tensor:
         if sample.dim() != 5:
             raise ValueError(f"sample must be (batch, channels, frames, h, w), got shape {tuple(sample.shape)}")
         b, _, f, h, w = sample.shape

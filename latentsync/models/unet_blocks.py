@@ -12,19 +12,31 @@ from .motion_module import VanillaTemporalModule
 from .resnet import Downsample3D, ResnetBlock3D, Upsample3D
 
 
+def mark_frames_dynamic(args: tuple[Any, ...]) -> None:
+    """Tell `torch.compile` that the frame count may change between calls (the last window of a video is
+    shorter): dim 2 of `(b, c, f, h, w)` tensors and dim 0 of the `(b*f, tokens, dim)` audio context."""
+    for arg in args:
+        if isinstance(arg, torch.Tensor) and arg.dim() in (3, 5):
+            torch._dynamo.maybe_mark_dynamic(arg, 2 if arg.dim() == 5 else 0)
+
+
 class _Checkpointable(nn.Module):
-    """Runs sub-modules through activation checkpointing when enabled and training."""
+    """Runs sub-modules through activation checkpointing when enabled and training; with `dynamic_frames` (set
+    when the sub-modules are compiled) their inputs' frame count is marked dynamic."""
 
     gradient_checkpointing: bool = False
+    dynamic_frames: bool = False
 
     def _run(self, fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
+        if self.dynamic_frames:
+            mark_frames_dynamic(args)
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(fn, *args, use_reentrant=False)
         return fn(*args)
 
 
-def _motion_module(use: bool, channels: int, kwargs: dict | None) -> VanillaTemporalModule | None:
-    return VanillaTemporalModule(channels, **(kwargs or {})) if use else None
+def _motion_module(use: bool, channels: int, kwargs: dict | None, ops: Any = None) -> VanillaTemporalModule | None:
+    return VanillaTemporalModule(channels, **(kwargs or {}), ops=ops) if use else None
 
 
 class _LayeredBlock(_Checkpointable):
@@ -51,7 +63,7 @@ class _DownBlock(_LayeredBlock):
                  resnet_time_scale_shift: str = "default", output_scale_factor: float = 1.0,
                  downsample_padding: int = 1, attn_num_head_channels: int = 8, cross_attention_dim: int | None = None,
                  add_audio_layer: bool = False, use_motion_module: bool = False,
-                 motion_module_kwargs: dict | None = None, dropout: float = 0.0):
+                 motion_module_kwargs: dict | None = None, dropout: float = 0.0, ops: Any = None):
         super().__init__()
         self.attentions = None
         if cross_attention:
@@ -59,22 +71,22 @@ class _DownBlock(_LayeredBlock):
                 [
                     Transformer3DModel(attn_num_head_channels, out_channels // attn_num_head_channels, out_channels,
                                        norm_num_groups=resnet_groups, cross_attention_dim=cross_attention_dim,
-                                       add_audio_layer=add_audio_layer)
+                                       add_audio_layer=add_audio_layer, ops=ops)
                     for _ in range(num_layers)
                 ]
             )
         self.resnets = nn.ModuleList(
             [
                 ResnetBlock3D(in_channels if i == 0 else out_channels, out_channels, temb_channels, resnet_groups,
-                              resnet_eps, dropout, resnet_time_scale_shift, output_scale_factor)
+                              resnet_eps, dropout, resnet_time_scale_shift, output_scale_factor, ops=ops)
                 for i in range(num_layers)
             ]
         )
         self.motion_modules = nn.ModuleList(
-            [_motion_module(use_motion_module, out_channels, motion_module_kwargs) for _ in range(num_layers)]
+            [_motion_module(use_motion_module, out_channels, motion_module_kwargs, ops) for _ in range(num_layers)]
         )
         self.downsamplers = (
-            nn.ModuleList([Downsample3D(out_channels, out_channels, padding=downsample_padding)])
+            nn.ModuleList([Downsample3D(out_channels, out_channels, padding=downsample_padding, ops=ops)])
             if add_downsample
             else None
         )
@@ -127,7 +139,8 @@ class _UpBlock(_LayeredBlock):
                  resnet_groups: int = 32, resnet_time_scale_shift: str = "default",
                  output_scale_factor: float = 1.0, attn_num_head_channels: int = 8,
                  cross_attention_dim: int | None = None, add_audio_layer: bool = False,
-                 use_motion_module: bool = False, motion_module_kwargs: dict | None = None, dropout: float = 0.0):
+                 use_motion_module: bool = False, motion_module_kwargs: dict | None = None, dropout: float = 0.0,
+                 ops: Any = None):
         super().__init__()
         self.attentions = None
         if cross_attention:
@@ -135,7 +148,7 @@ class _UpBlock(_LayeredBlock):
                 [
                     Transformer3DModel(attn_num_head_channels, out_channels // attn_num_head_channels, out_channels,
                                        norm_num_groups=resnet_groups, cross_attention_dim=cross_attention_dim,
-                                       add_audio_layer=add_audio_layer)
+                                       add_audio_layer=add_audio_layer, ops=ops)
                     for _ in range(num_layers)
                 ]
             )
@@ -145,13 +158,13 @@ class _UpBlock(_LayeredBlock):
             resnet_in_channels = prev_output_channel if i == 0 else out_channels
             resnets.append(
                 ResnetBlock3D(resnet_in_channels + res_skip_channels, out_channels, temb_channels, resnet_groups,
-                              resnet_eps, dropout, resnet_time_scale_shift, output_scale_factor)
+                              resnet_eps, dropout, resnet_time_scale_shift, output_scale_factor, ops=ops)
             )
         self.resnets = nn.ModuleList(resnets)
         self.motion_modules = nn.ModuleList(
-            [_motion_module(use_motion_module, out_channels, motion_module_kwargs) for _ in range(num_layers)]
+            [_motion_module(use_motion_module, out_channels, motion_module_kwargs, ops) for _ in range(num_layers)]
         )
-        self.upsamplers = nn.ModuleList([Upsample3D(out_channels, out_channels)]) if add_upsample else None
+        self.upsamplers = nn.ModuleList([Upsample3D(out_channels, out_channels, ops=ops)]) if add_upsample else None
 
     def layer_with_skip(self, i: int, hidden_states: torch.Tensor, skip: torch.Tensor, temb: torch.Tensor,
                         encoder_hidden_states: torch.Tensor | None) -> torch.Tensor:
@@ -202,25 +215,26 @@ class UNetMidBlock3DCrossAttn(_Checkpointable):
                  resnet_groups: int = 32, resnet_time_scale_shift: str = "default",
                  output_scale_factor: float = 1.0, attn_num_head_channels: int = 8,
                  cross_attention_dim: int | None = None, add_audio_layer: bool = False,
-                 use_motion_module: bool = False, motion_module_kwargs: dict | None = None, dropout: float = 0.0):
+                 use_motion_module: bool = False, motion_module_kwargs: dict | None = None, dropout: float = 0.0,
+                 ops: Any = None):
         super().__init__()
         self.attentions = nn.ModuleList(
             [
                 Transformer3DModel(attn_num_head_channels, in_channels // attn_num_head_channels, in_channels,
                                    norm_num_groups=resnet_groups, cross_attention_dim=cross_attention_dim,
-                                   add_audio_layer=add_audio_layer)
+                                   add_audio_layer=add_audio_layer, ops=ops)
                 for _ in range(num_layers)
             ]
         )
         self.resnets = nn.ModuleList(
             [
                 ResnetBlock3D(in_channels, in_channels, temb_channels, resnet_groups, resnet_eps, dropout,
-                              resnet_time_scale_shift, output_scale_factor)
+                              resnet_time_scale_shift, output_scale_factor, ops=ops)
                 for _ in range(num_layers + 1)
             ]
         )
         self.motion_modules = nn.ModuleList(
-            [_motion_module(use_motion_module, in_channels, motion_module_kwargs) for _ in range(num_layers)]
+            [_motion_module(use_motion_module, in_channels, motion_module_kwargs, ops) for _ in range(num_layers)]
         )
 
     def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor,

@@ -12,9 +12,11 @@ from .report import Comparison, compare, load_fixture
 TOL = 1e-4
 
 
-def build_unet(fixture: dict) -> UNet3DConditionModel:
-    """The fixture's U-Net in float32 (its fp16-stored parameters are exact float32 values), eval mode."""
-    unet = UNet3DConditionModel.from_config(fixture["config"])
+def build_unet(fixture: dict, ops=None) -> UNet3DConditionModel:
+    """The fixture's U-Net in float32 (its fp16-stored parameters are exact float32 values), eval mode; `ops`: the
+    layer classes to build it from (default `torch.nn`)."""
+    with torch.device("meta"):
+        unet = UNet3DConditionModel.from_config(fixture["config"], ops=ops)
     state_dict = {k: v.float() for k, v in fixture["state_dict"].items()}
     load_state_dict_into_unet(unet, state_dict, device="cpu", dtype=torch.float32)
     return unet.eval()
@@ -30,9 +32,9 @@ def _record_intermediates(unet: UNet3DConditionModel, names: list[str]) -> tuple
     return captured, handles
 
 
-def check(path: str | Path) -> list[Comparison]:
+def check(path: str | Path, ops=None) -> list[Comparison]:
     fixture = load_fixture(path)
-    unet = build_unet(fixture)
+    unet = build_unet(fixture, ops=ops)
     results: list[Comparison] = []
     inputs = fixture["inputs"]
     names = list(fixture.get("intermediates", {}))

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # node id -> (required inputs, optional inputs, outputs as (type, name)) - the pack's documented interface
 NODES = {
-    "LatentSyncModelLoader": (["checkpoint", "version", "dtype", "download_missing"], [],
+    "LatentSyncModelLoader": (["checkpoint", "version", "dtype", "download_missing"], ["lora", "lora_strength"],
                               [("LATENTSYNC_MODEL", "model")]),
     "LatentSyncWhisperLoader": (["whisper", "download_missing"], [], [("LATENTSYNC_WHISPER", "whisper")]),
     "LatentSyncFaceAnalyzerLoader": (["backend", "download_missing"], [],
@@ -25,11 +25,13 @@ NODES = {
     "LatentSyncLipSyncVideo": (["video", "model", "vae", "whisper", "face_analyzer", "seed", "steps", "guidance",
                                 "deepcache", "deepcache_interval"],
                                ["audio", "length_mode", "max_face_gap", "strict_faces", "score", "face_selection",
-                                "face_index", "face_threshold", "filename_prefix", "crf", "preset"], [("VIDEO", "video")]),
+                                "face_index", "face_threshold", "filename_prefix", "crf", "preset", "cfg_batch", "ff_chunks",
+                                "compile"], [("VIDEO", "video")]),
     "LatentSyncLipSyncImages": (["images", "audio", "frame_rate", "model", "vae", "whisper", "face_analyzer", "seed",
                                  "steps", "guidance", "deepcache", "deepcache_interval"],
                                 ["length_mode", "max_face_gap", "strict_faces", "score", "face_selection",
-                                 "face_index", "face_threshold", "filename_prefix", "crf", "preset"],
+                                 "face_index", "face_threshold", "filename_prefix", "crf", "preset", "cfg_batch",
+                                 "ff_chunks", "compile"],
                                 [("IMAGE", "images"), ("AUDIO", "audio")]),
     "LatentSyncDetectFaces": (["face_analyzer", "model", "images", "face_selection", "face_index"], ["face_threshold"],
                               [("LATENTSYNC_FACES", "faces"), ("IMAGE", "aligned"), ("MASK", "face_mask")]),
@@ -40,7 +42,7 @@ NODES = {
     "LatentSyncMaskLatents": (["faces", "vae"], [],
                               [("LATENTSYNC_FACE_LATENTS", "face_latents"), ("IMAGE", "masked_faces")]),
     "LatentSyncSampler": (["model", "face_latents", "audio_embeds", "seed", "steps", "guidance", "deepcache",
-                           "deepcache_interval"], [], [("LATENT", "latent")]),
+                           "deepcache_interval"], ["cfg_batch", "ff_chunks", "compile"], [("LATENT", "latent")]),
     "LatentSyncDecode": (["vae", "latent", "face_latents"], [], [("IMAGE", "faces")]),
     "LatentSyncPasteFaces": (["images", "faces", "generated"], [], [("IMAGE", "images")]),
     "LatentSyncSyncNetLoader": (["syncnet", "download_missing"], [], [("LATENTSYNC_SYNCNET", "syncnet")]),
