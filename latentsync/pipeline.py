@@ -14,6 +14,8 @@ output window in the order the length mode gives (ping-pong re-reads the video r
 """
 from __future__ import annotations
 
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from .audio.windows import as_fraction
 from .face.align import FaceAligner
 from .face.gaps import BRIDGED, DEFAULT_MAX_GAP, FACE, NONE, GapBridger, ranges
 from .face.selection import FaceSelector
+from .overlap import run_stages
 from .sampling.ddim import make_scheduler
 from .sampling.denoise import denoise_window, initial_noise
 from .timeline import OutputPlan, SourceTiming, check_length_mode, plan_output, source_order
@@ -334,15 +337,16 @@ def encode_faces(codec, faces: torch.Tensor, mask: torch.Tensor) -> MaskedLatent
 
 def sample_latents(unet, conditioning: MaskedLatents, audio: torch.Tensor, noise: torch.Tensor, steps: int = 20,
                    guidance: float = 1.5, deepcache_interval: int = 3,
-                   on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Denoise one window. audio: (F, 50, 384); noise: (1, 4, F, h, w). Returns scaled latents (1, 4, F, h, w)."""
+                   on_step: Callable[[int, int], None] | None = None, **options) -> torch.Tensor:
+    """Denoise one window. audio: (F, 50, 384); noise: (1, 4, F, h, w). Returns scaled latents (1, 4, F, h, w).
+    `options` go to `denoise_window` unchanged."""
     p = next(unet.parameters())
     cast = dict(device=p.device, dtype=p.dtype)
     return denoise_window(
         unet, make_scheduler(), noise.to(**cast), conditioning.mask_latents.to(**cast),
         conditioning.masked_image_latents.to(**cast), conditioning.ref_latents.to(**cast),
         audio.unsqueeze(0).to(**cast), guidance_scale=guidance, num_inference_steps=steps,
-        deepcache_interval=deepcache_interval, on_step=on_step,
+        deepcache_interval=deepcache_interval, on_step=on_step, **options,
     )
 
 
@@ -459,7 +463,8 @@ class LipSyncPipeline:
     def __call__(self, frames, fps, waveform, sample_rate: int, steps: int = 20, guidance: float = 1.5,
                  deepcache: bool = True, deepcache_interval: int = 3, seed: int = 1247,
                  progress: ProgressFn | None = None, length_mode: str = "pingpong",
-                 max_gap: int = DEFAULT_MAX_GAP, strict_faces: bool = False) -> LipSyncResult:
+                 max_gap: int = DEFAULT_MAX_GAP, strict_faces: bool = False, overlap: bool = True,
+                 **sampler_options) -> LipSyncResult:
         """In memory: the same run as `run`, from frames (uint8 (N, H, W, 3)) to a frame tensor."""
         frames = _as_uint8_frames(frames)
         waveform = _as_waveform(waveform)
@@ -468,7 +473,7 @@ class LipSyncPipeline:
         sink = TensorSink(len(plan), source.frame_size)
         report = self.run(source, plan, waveform, sample_rate, sink, steps=steps, guidance=guidance,
                           deepcache=deepcache, deepcache_interval=deepcache_interval, seed=seed, progress=progress,
-                          max_gap=max_gap, strict_faces=strict_faces)
+                          max_gap=max_gap, strict_faces=strict_faces, overlap=overlap, **sampler_options)
         return LipSyncResult(sink.frames, plan.fps, output_waveform(waveform, sample_rate, plan), sample_rate,
                              report.has_face, report)
 
@@ -484,9 +489,14 @@ class LipSyncPipeline:
     def run(self, source: FrameSource, plan: OutputPlan, waveform, sample_rate: int, sink: FrameSink,
             steps: int = 20, guidance: float = 1.5, deepcache: bool = True, deepcache_interval: int = 3,
             seed: int = 1247, progress: ProgressFn | None = None, max_gap: int = DEFAULT_MAX_GAP,
-            strict_faces: bool = False) -> LipSyncReport:
-        """Stream `plan`'s output frames window by window from `source` into `sink`. Memory holds one window, the
-        detection look-ahead (`max_gap` + a few frames) and a few numbers per frame, whatever the length."""
+            strict_faces: bool = False, overlap: bool = True, **sampler_options) -> LipSyncReport:
+        """Stream `plan`'s output frames window by window from `source` into `sink`. Memory holds a few windows, the
+        detection look-ahead (`max_gap` + a few frames) and a few numbers per frame, whatever the length.
+
+        overlap: while the model works on window k, a producer thread reads, detects, aligns and gathers the audio of
+        the next windows and a finisher thread pastes back and writes the previous ones (`latentsync.overlap`); the
+        output is the same frame for frame as with `overlap=False` (one stage after another). The model (VAE and
+        U-Net) and every call of `progress` stay in the calling thread. `sampler_options` go to `sample_latents`."""
         waveform = _as_waveform(waveform)
         m = len(plan)
         windows = -(-m // WINDOW)
@@ -511,22 +521,53 @@ class LipSyncPipeline:
         if hasattr(self.vae_codec, "generator"):
             self.vae_codec.generator = generator
 
-        for start in range(0, m, WINDOW):
-            stop = min(start + WINDOW, m)
-            src = plan.source[start:stop]
-            tracker.ensure(int(src.max()))
-            status = tracker.status[src]
-            if strict_faces and np.any(status == NONE):
-                j = start + int(np.nonzero(status == NONE)[0][0])
-                t = float(Fraction(int(plan.starts[j]), plan.base))
-                raise NoFaceError(f"strict faces: no face in output frame {j} (source frame {int(plan.source[j])}, "
-                                  f"at {t:.2f} s). Turn strict faces off to pass such frames through unchanged.")
-            frames = cache.get(src.tolist())
-            ticks = plan.starts[start:stop]
-            window = self._window(frames, status, tracker.matrices[torch.from_numpy(src)],
-                                  audio.windows_at(ticks, plan.base), shared_noise, aligner, steps, guidance,
-                                  deepcache_interval if deepcache else 1, tracker_progress)
-            sink.write(window, ticks)
+        def prepare():
+            """Producer: frames, face status, alignment, aligned faces and audio of each output window in turn."""
+            for start in range(0, m, WINDOW):
+                stop = min(start + WINDOW, m)
+                src = plan.source[start:stop]
+                tracker.ensure(int(src.max()))
+                status = tracker.status[src]
+                if strict_faces and np.any(status == NONE):
+                    j = start + int(np.nonzero(status == NONE)[0][0])
+                    t = float(Fraction(int(plan.starts[j]), plan.base))
+                    raise NoFaceError(f"strict faces: no face in output frame {j} (source frame {int(plan.source[j])}, "
+                                      f"at {t:.2f} s). Turn strict faces off to pass such frames through unchanged.")
+                frames = cache.get(src.tolist())
+                ticks = plan.starts[start:stop]
+                idx = torch.from_numpy(np.nonzero(status != NONE)[0])
+                window = _Window(frames, ticks, idx, tracker.matrices[torch.from_numpy(src)][idx])
+                if len(idx):
+                    window.faces = align_faces(frames[idx], window.matrices, aligner)
+                    window.audio = audio.windows_at(ticks, plan.base)[idx]
+                yield window
+
+        def sample(window: _Window) -> _Window:
+            """The model, in the caller's thread: VAE-encode, denoise, VAE-decode the window's faces."""
+            if len(window.idx) == 0:
+                tracker_progress.advance(steps + 1)
+                return window
+            conditioning = encode_faces(self.vae_codec, window.faces, self.mask)
+            tracker_progress.advance(1)
+            noise = shared_noise.expand(-1, -1, len(window.idx), -1, -1)
+            latents = sample_latents(self.unet, conditioning, window.audio, noise, steps, guidance,
+                                     deepcache_interval if deepcache else 1,
+                                     on_step=lambda i, n: tracker_progress.advance(1), **sampler_options)
+            window.decoded = decode_faces(self.vae_codec, latents, conditioning)
+            window.faces = window.audio = None
+            return window
+
+        def finish(window: _Window) -> None:
+            """Finisher: paste the generated faces back and hand the window to the sink."""
+            out = window.frames
+            if len(window.idx):
+                out = out.clone()
+                out[window.idx] = torch.as_tensor(aligner.restore(window.frames[window.idx], window.decoded,
+                                                                  window.matrices), dtype=torch.uint8).cpu()
+            sink.write(out, window.ticks)
+            tracker_progress.advance(1)
+
+        run_stages(prepare(), sample, finish, overlap=overlap, poll=tracker_progress.poll)
 
         report = LipSyncReport(plan, tracker.status.copy())
         cov = report.coverage()
@@ -538,36 +579,46 @@ class LipSyncPipeline:
                                    "through unchanged")
         return report
 
-    def _window(self, frames, status, matrices, audio, shared_noise, aligner, steps, guidance,
-                deepcache_interval, tracker: _Progress) -> torch.Tensor:
-        idx = torch.from_numpy(np.nonzero(status != NONE)[0])
-        if len(idx) == 0:
-            tracker.advance(steps + 2)
-            return frames
-        faces = align_faces(frames[idx], matrices[idx], aligner)
-        conditioning = encode_faces(self.vae_codec, faces, self.mask)
-        tracker.advance(1)
-        noise = shared_noise.expand(-1, -1, len(idx), -1, -1)
-        latents = sample_latents(self.unet, conditioning, audio[idx], noise, steps, guidance, deepcache_interval,
-                                 on_step=lambda i, n: tracker.advance(1))
-        decoded = decode_faces(self.vae_codec, latents, conditioning)
-        out = frames.clone()
-        out[idx] = torch.as_tensor(aligner.restore(frames[idx], decoded, matrices[idx]), dtype=torch.uint8).cpu()
-        tracker.advance(1)
-        return out
+
+@dataclass
+class _Window:
+    """One output window on its way through the stages (what each stage adds is freed by the next)."""
+
+    frames: torch.Tensor  # uint8 (n, H, W, 3): the source frames the window shows
+    ticks: np.ndarray  # start ticks of its frames, in the plan's time base
+    idx: torch.Tensor  # positions of the frames with a face (detected or bridged)
+    matrices: torch.Tensor  # (len(idx), 2, 3) their alignment matrices
+    faces: torch.Tensor | None = None  # uint8 (len(idx), R, R, 3) aligned faces
+    audio: torch.Tensor | None = None  # (len(idx), 50, 384) their audio windows
+    decoded: torch.Tensor | None = None  # (len(idx), 3, R, R) generated faces in [-1, 1]
 
 
 class _Progress:
-    def __init__(self, fn: ProgressFn | None, total: int):
-        self.fn, self.total, self.done = fn, total, 0
+    """Progress counted from any stage's thread, reported (through `fn`, which may raise to cancel) only in the
+    thread that created it: at once when counted there, else at the caller's next `poll`."""
 
-    def set(self, done: int) -> None:
-        self.done = min(done, self.total)
+    def __init__(self, fn: ProgressFn | None, total: int, poll_seconds: float = 0.25):
+        self.fn, self.total, self.done = fn, total, 0
+        self._owner = threading.get_ident()
+        self._lock = threading.Lock()
+        self._poll_seconds = poll_seconds
+        self._last = 0.0
+
+    def advance(self, n: int) -> None:
+        with self._lock:
+            self.done = min(self.done + n, self.total)
+        if threading.get_ident() == self._owner:
+            self.report()
+
+    def report(self) -> None:
+        self._last = time.monotonic()
         if self.fn is not None:
             self.fn(self.done, self.total)
 
-    def advance(self, n: int) -> None:
-        self.set(self.done + n)
+    def poll(self) -> None:
+        """While the caller waits for another stage: report now and then (a Cancel is seen there)."""
+        if time.monotonic() - self._last >= self._poll_seconds:
+            self.report()
 
 
 def _frames_to_clip(latents: torch.Tensor) -> torch.Tensor:
