@@ -31,6 +31,7 @@ from .audio.resample import to_mono_16k
 from .audio.whisper_encoder import WhisperAudioEncoder
 from .audio.windows import as_fraction
 from .face.align import FaceAligner
+from .face.paste import PasteMask
 from .face.gaps import BRIDGED, DEFAULT_MAX_GAP, FACE, NONE, GapBridger, ranges
 from .face.selection import FaceSelector
 from .overlap import run_stages
@@ -540,6 +541,7 @@ class LipSyncPipeline:
                 if len(idx):
                     window.faces = align_faces(frames[idx], window.matrices, aligner)
                     window.audio = audio.windows_at(ticks, plan.base)[idx]
+                    window.masks = aligner.paste_masks(window.matrices, tuple(frames.shape[1:3]))
                 yield window
 
         def sample(window: _Window) -> _Window:
@@ -562,8 +564,8 @@ class LipSyncPipeline:
             out = window.frames
             if len(window.idx):
                 out = out.clone()
-                out[window.idx] = torch.as_tensor(aligner.restore(window.frames[window.idx], window.decoded,
-                                                                  window.matrices), dtype=torch.uint8).cpu()
+                out[window.idx] = aligner.restore(window.frames[window.idx], window.decoded, window.matrices,
+                                                  window.masks).cpu()
             sink.write(out, window.ticks)
             tracker_progress.advance(1)
 
@@ -591,6 +593,7 @@ class _Window:
     faces: torch.Tensor | None = None  # uint8 (len(idx), R, R, 3) aligned faces
     audio: torch.Tensor | None = None  # (len(idx), 50, 384) their audio windows
     decoded: torch.Tensor | None = None  # (len(idx), 3, R, R) generated faces in [-1, 1]
+    masks: list[PasteMask] | None = None  # paste regions and soft masks of the faces (they need only the matrices)
 
 
 class _Progress:
