@@ -165,20 +165,32 @@ def frame_cache_size(max_gap: int = DEFAULT_MAX_GAP) -> int:
     return WINDOW + max_gap + 6
 
 
+REVERSE_READ_BYTES = 64 * 2**20  # how many frames a read back may keep (ping-pong's reverse pass, a loop's restart)
+
+
 class _FrameCache:
-    """The frames read most recently, by index (the detection look-ahead and the window being processed)."""
+    """The frames read most recently, by index (the detection look-ahead and the window being processed).
 
-    def __init__(self, source: FrameSource, capacity: int):
+    Reading forward continues the decoder. A read that has to go back (ping-pong's reverse pass, a loop's restart)
+    reads one block ending at the frame asked for and starting at the keyframe the decoder seeks to (what it decodes
+    anyway is kept), at most `REVERSE_READ_BYTES` of frames (and never fewer than the capacity): so the reverse pass
+    decodes each frame once more when keyframes are at most that far apart, instead of once per window."""
+
+    def __init__(self, source: FrameSource, capacity: int, reverse_bytes: int = REVERSE_READ_BYTES):
         self.source, self.capacity = source, max(1, capacity)
+        h, w = source.frame_size
+        self.reverse_frames = max(self.capacity, int(reverse_bytes) // max(1, h * w * 3))
         self._frames: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._pos = 0  # where the last read stopped
 
-    def _load(self, start: int, stop: int) -> None:
+    def _load(self, start: int, stop: int, keep: int) -> None:
         block = self.source.read(start, stop)
         for k in range(start, stop):
             self._frames[k] = block[k - start]
             self._frames.move_to_end(k)
-        while len(self._frames) > self.capacity:
+        while len(self._frames) > keep:
             self._frames.popitem(last=False)
+        self._pos = stop
 
     def get(self, indices: Sequence[int], read_ahead: int = 1) -> torch.Tensor:
         """uint8 (len(indices), H, W, 3); missing frames are read as one contiguous block."""
@@ -188,8 +200,14 @@ class _FrameCache:
                 self._frames.move_to_end(i)
         missing = np.array(sorted({i for i in indices if i not in self._frames}), dtype=np.int64)
         for run in np.split(missing, np.nonzero(np.diff(missing) != 1)[0] + 1) if len(missing) else []:
-            start = int(run[0])  # each contiguous run of missing frames is read as one block
-            self._load(start, min(len(self.source), max(int(run[-1]) + 1, start + read_ahead)))
+            start, stop = int(run[0]), int(run[-1]) + 1  # each contiguous run of missing frames is read as one block
+            if start >= self._pos or not hasattr(self.source, "keyframe_before"):
+                self._load(start, min(len(self.source), max(stop, start + read_ahead)), self.capacity)
+            else:
+                first = max(0, stop - self.reverse_frames)
+                keyframe = self.source.keyframe_before(start)
+                first = min(start, keyframe if keyframe >= first else first)
+                self._load(first, stop, max(self.capacity, stop - first))
         for i in indices:
             self._frames.move_to_end(i)
         return torch.stack([self._frames[i] for i in indices])
@@ -389,6 +407,7 @@ class LipSyncReport:
     plan: OutputPlan
     source_status: np.ndarray
     warnings: list[str] = field(default_factory=list)
+    decoded_frames: int | None = None  # frames the source's decoder gave during the run (None: frames in memory)
 
     @property
     def no_face_at_all(self) -> bool:
@@ -423,7 +442,7 @@ class LipSyncReport:
             "variable_frame_rate": not plan.constant, "source_frames": int(self.source_status.shape[0]),
             "output_frames": len(plan), "output_seconds": round(float(plan.duration), 6),
             "audio_seconds": round(float(plan.audio_duration), 6), "coverage": self.coverage(),
-            "warnings": list(self.warnings),
+            "decoded_frames": self.decoded_frames, "warnings": list(self.warnings),
         }
 
 
@@ -569,9 +588,12 @@ class LipSyncPipeline:
             sink.write(out, window.ticks)
             tracker_progress.advance(1)
 
+        decoded_before = getattr(source, "frames_decoded", None)
         run_stages(prepare(), sample, finish, overlap=overlap, poll=tracker_progress.poll)
 
         report = LipSyncReport(plan, tracker.status.copy())
+        if decoded_before is not None:
+            report.decoded_frames = int(source.frames_decoded - decoded_before)
         cov = report.coverage()
         if report.no_face_at_all:
             report.warnings.append(f"no face found in any of the {len(source)} frames: the output is the input "
