@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .config import VERSIONS
-from .face.gaps import DEFAULT_MAX_GAP
+from .options import LipSyncOptions, ModelOptions
 from .pipeline import WINDOW, LipSyncPipeline, LipSyncReport
 
 Log = Callable[[str], None]
@@ -100,23 +100,18 @@ def write_report(path: Path, report: dict) -> None:
     os.replace(tmp, path)
 
 
-def run_lipsync(video: Path, audio: Path | None, out: Path, version: str = "1.5", models: Path = Path("models"),
-                face_backend: str = "auto", steps: int = 20, guidance: float = 1.5, seed: int = 1247,
-                deepcache: bool = True, device: str = "cpu", download: bool = True, log: Log = print,
-                length_mode: str = "pingpong", max_gap: int = DEFAULT_MAX_GAP, strict_faces: bool = False,
-                report: Path | None = None, dtype: torch.dtype | None = None, overwrite: bool = False,
-                face_selection: str = "largest", face_index: int = 0) -> LipSyncReport:
+def run_lipsync(video: Path, audio: Path | None, out: Path, options: LipSyncOptions | None = None,
+                model: ModelOptions | None = None, log: Log = print, report: Path | None = None,
+                overwrite: bool = False) -> LipSyncReport:
     """Lip-sync `video` to `audio` (None: the video's own audio track) into `out` (H.264 + AAC, written
-    progressively). Returns the run's report (also written to `report` as JSON when given)."""
-    from .face.selection import FaceSelector
+    progressively) with the given options (default: the defaults). Returns the run's report (also written to
+    `report` as JSON when given)."""
     from .precision import cpu_time_warning
-    from .timeline import check_length_mode
     from .video_io import MediaError, VideoFileSource, VideoWriter, has_audio, read_audio
 
-    check_length_mode(length_mode)
-    if max_gap < 0:
-        raise ValueError(f"max gap must be >= 0 frames, got {max_gap}")
-    selector = FaceSelector(mode=face_selection, index=int(face_index))
+    options = (options or LipSyncOptions()).validate()
+    model = (model or ModelOptions()).validate()
+    device = model.resolved_device()
     video = _input_file(video, "video")
     audio = _input_file(audio, "audio") if audio is not None else None
     out = Path(out).expanduser()
@@ -138,19 +133,21 @@ def run_lipsync(video: Path, audio: Path | None, out: Path, version: str = "1.5"
         log(f"video: {len(source)} frames {w}x{h} at {float(timing.fps):.3f} fps"
             f"{'' if timing.constant else ' (variable frame rate: each frame keeps its time)'}; "
             f"audio: {waveform.shape[-1] / sample_rate:.2f} s, {waveform.shape[0]} channel(s) at {sample_rate} Hz")
-        plan = LipSyncPipeline.plan(timing, waveform, sample_rate, length_mode)
-        resolution = VERSIONS[version]["resolution"]
+        plan = LipSyncPipeline.plan(timing, waveform, sample_rate, options.length_mode)
+        resolution = VERSIONS[model.version]["resolution"]
         inputs = [video] + ([audio] if audio is not None else [])
         with VideoWriter(out, plan.fps, source.frame_size, audio=waveform, sample_rate=sample_rate,
                          audio_samples=plan.audio_samples(sample_rate), base=None if plan.constant else plan.base,
                          overwrite=overwrite, inputs=inputs, log=log) as writer:
-            pipe, _ = build_pipeline(models, version, face_backend, device, dtype=dtype, download=download, log=log,
-                                     selector=selector)
+            pipe, _ = build_pipeline(model.models, model.version, model.face_backend, device,
+                                     dtype=model.torch_dtype(), download=model.download, log=log,
+                                     selector=options.face_selector())
             if torch.device(device).type == "cpu":
                 unet_dtype = next(pipe.unet.parameters()).dtype
-                log(cpu_time_warning(resolution, unet_dtype, steps, 3 if deepcache else 1, guidance,
+                log(cpu_time_warning(resolution, unet_dtype, options.steps,
+                                     options.deepcache_interval if options.deepcache else 1, options.guidance,
                                      -(-len(plan) // WINDOW)))
-            log(f"output: {len(plan)} frames ({float(plan.duration):.2f} s, length mode {length_mode})")
+            log(f"output: {len(plan)} frames ({float(plan.duration):.2f} s, length mode {options.length_mode})")
             state = {"last": -1}
 
             def progress(done: int, total: int) -> None:
@@ -159,9 +156,8 @@ def run_lipsync(video: Path, audio: Path | None, out: Path, version: str = "1.5"
                     state["last"] = pct
                     log(f"progress {pct:3d}% ({done}/{total})")
 
-            result = pipe.run(source, plan, waveform, sample_rate, writer, steps=steps, guidance=guidance,
-                              deepcache=deepcache, seed=seed, progress=progress, max_gap=max_gap,
-                              strict_faces=strict_faces)
+            result = pipe.run(source, plan, waveform, sample_rate, writer, progress=progress,
+                              **options.pipeline_kwargs())
             writer.close()
     finally:
         source.close()

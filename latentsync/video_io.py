@@ -590,7 +590,9 @@ class VideoWriter:
         video.height, video.width = hw
         video.pix_fmt = "yuv420p"
         video.codec_context.time_base = Fraction(1, self.base) if self.base else 1 / self.fps
-        video.options = {"crf": str(self.crf), "preset": self.preset}
+        # x264's macroblock-tree rate control gives different bytes for the same frames from run to run on some
+        # CPUs (measured on AVX-512 machines, even single-threaded); without it the encode is reproducible.
+        video.options = {"crf": str(self.crf), "preset": self.preset, "x264-params": "mbtree=0"}
         # Tag what we convert with (BT.709, limited range): players then decode the colours as meant.
         cc = video.codec_context
         cc.colorspace, cc.color_range = Colorspace.ITU709, ColorRange.MPEG

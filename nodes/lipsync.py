@@ -17,7 +17,7 @@ import torch
 from comfy_api.latest import Input, InputImpl, io
 
 from ..latentsync.face.gaps import DEFAULT_MAX_GAP
-from ..latentsync.face.selection import FaceSelector
+from ..latentsync.options import LipSyncOptions
 from ..latentsync.pipeline import WINDOW, LipSyncPipeline, TensorFrameSource, TensorSink, output_waveform
 from ..latentsync.precision import cpu_time_warning
 from ..latentsync.timeline import LENGTH_MODES
@@ -30,8 +30,15 @@ from .types import FaceAnalyzer, LatentSyncModel, WhisperModel, audio_to_wavefor
 TEMP_SUBFOLDER = "latentsync"
 
 
-def make_pipeline(model, vae, whisper, face_analyzer, face_selection: str = "largest",
-                  face_index: int = 0) -> LipSyncPipeline:
+def node_options(seed, steps, guidance, deepcache, deepcache_interval, length_mode="pingpong",
+                 max_face_gap=DEFAULT_MAX_GAP, strict_faces=False, **more) -> LipSyncOptions:
+    """The one-node paths' inputs as the library's lip-sync options (validated, with the command line's texts)."""
+    return LipSyncOptions(seed=int(seed), steps=int(steps), guidance=float(guidance), deepcache=bool(deepcache),
+                          deepcache_interval=int(deepcache_interval), length_mode=length_mode,
+                          max_gap=int(max_face_gap), strict_faces=bool(strict_faces), **more).validate()
+
+
+def make_pipeline(model, vae, whisper, face_analyzer, options: LipSyncOptions) -> LipSyncPipeline:
     return LipSyncPipeline(
         unet=runtime.ManagedUNet(model.patcher, runtime.unet_memory_estimate(model.resolution, WINDOW, model.dtype)),
         vae_codec=runtime.ComfyVAECodec(vae),
@@ -40,7 +47,7 @@ def make_pipeline(model, vae, whisper, face_analyzer, face_selection: str = "lar
         mask=model.mask,
         resolution=model.resolution,
         device=runtime.torch_device(),
-        selector=FaceSelector(mode=face_selection, index=int(face_index)),
+        selector=options.face_selector(),
     )
 
 
@@ -61,28 +68,25 @@ def open_video(video) -> tuple[object, dict | None, str | None]:
     return TensorFrameSource(components.images, fps=to_fraction(components.frame_rate)), components.audio, None
 
 
-def prepare(pipe: LipSyncPipeline, model, source, audio: dict, length_mode: str, steps: int, guidance: float,
-            deepcache: bool, deepcache_interval: int):
+def prepare(pipe: LipSyncPipeline, model, source, audio: dict, options: LipSyncOptions):
     """The output plan for this audio and length mode, and the notes shown on the node (on a CPU: how long a
     window and the whole run will take, said before it starts). Returns (plan, waveform, sample_rate, notes)."""
     waveform, sample_rate = audio_to_waveform(audio)
-    plan = pipe.plan(source.timing, waveform, sample_rate, length_mode)
+    plan = pipe.plan(source.timing, waveform, sample_rate, options.length_mode)
     notes = []
     if runtime.torch_device().type == "cpu":
-        notes.append(cpu_time_warning(model.resolution, model.dtype, int(steps),
-                                      int(deepcache_interval) if deepcache else 1, float(guidance),
+        notes.append(cpu_time_warning(model.resolution, model.dtype, options.steps,
+                                      options.deepcache_interval if options.deepcache else 1, options.guidance,
                                       -(-len(plan) // WINDOW)))
         runtime.LOG.warning("LatentSync: %s", notes[-1])
     return plan, waveform, sample_rate, notes
 
 
-def stream(pipe: LipSyncPipeline, source, plan, waveform, sample_rate: int, sink, notes: list[str], seed: int,
-           steps: int, guidance: float, deepcache: bool, deepcache_interval: int, max_face_gap: int,
-           strict_faces: bool) -> dict:
+def stream(pipe: LipSyncPipeline, source, plan, waveform, sample_rate: int, sink, notes: list[str],
+           options: LipSyncOptions) -> dict:
     """Run the pipeline window by window into `sink` (progress bar + Cancel per step); returns the node's ui."""
-    report = pipe.run(source, plan, waveform, sample_rate, sink, steps=int(steps), guidance=float(guidance),
-                      deepcache=bool(deepcache), deepcache_interval=int(deepcache_interval), seed=int(seed),
-                      progress=runtime.Progress(1), max_gap=int(max_face_gap), strict_faces=bool(strict_faces))
+    report = pipe.run(source, plan, waveform, sample_rate, sink, progress=runtime.Progress(1),
+                      **options.pipeline_kwargs())
     return runtime.coverage_report(report, notes)[0]
 
 
@@ -165,6 +169,8 @@ class LatentSyncLipSyncVideo(io.ComfyNode):
     def execute(cls, video, model, vae, whisper, face_analyzer, seed, steps, guidance, deepcache,
                 deepcache_interval, audio=None, length_mode="pingpong", max_face_gap=DEFAULT_MAX_GAP,
                 strict_faces=False, score=False) -> io.NodeOutput:
+        options = node_options(seed, steps, guidance, deepcache, deepcache_interval, length_mode, max_face_gap,
+                               strict_faces)
         source, own_audio, path = open_video(video)
         try:
             if audio is None:
@@ -172,9 +178,8 @@ class LatentSyncLipSyncVideo(io.ComfyNode):
                 if audio is None:
                     raise MediaError(f"{path or 'the video'} has no audio track: connect an AUDIO input "
                                      "(e.g. Load Audio)")
-            pipe = make_pipeline(model, vae, whisper, face_analyzer)
-            plan, waveform, sample_rate, notes = prepare(pipe, model, source, audio, length_mode, steps, guidance,
-                                                         deepcache, deepcache_interval)
+            pipe = make_pipeline(model, vae, whisper, face_analyzer, options)
+            plan, waveform, sample_rate, notes = prepare(pipe, model, source, audio, options)
             folder = os.path.join(folder_paths.get_temp_directory(), TEMP_SUBFOLDER)
             os.makedirs(folder, exist_ok=True)
             out = os.path.join(folder, f"LatentSync_{uuid.uuid4().hex[:16]}.mp4")
@@ -182,8 +187,7 @@ class LatentSyncLipSyncVideo(io.ComfyNode):
                              audio_samples=plan.audio_samples(sample_rate), base=None if plan.constant else plan.base,
                              inputs=[path] if path else (),
                              log=lambda message: runtime.LOG.warning("LatentSync: %s", message)) as writer:
-                ui = stream(pipe, source, plan, waveform, sample_rate, writer, notes, seed, steps, guidance,
-                            deepcache, deepcache_interval, max_face_gap, strict_faces)
+                ui = stream(pipe, source, plan, waveform, sample_rate, writer, notes, options)
                 writer.close()
         finally:
             if isinstance(source, VideoFileSource):
@@ -228,13 +232,13 @@ class LatentSyncLipSyncImages(io.ComfyNode):
     def execute(cls, images, audio, frame_rate, model, vae, whisper, face_analyzer, seed, steps, guidance,
                 deepcache, deepcache_interval, length_mode="pingpong", max_face_gap=DEFAULT_MAX_GAP,
                 strict_faces=False, score=False) -> io.NodeOutput:
+        options = node_options(seed, steps, guidance, deepcache, deepcache_interval, length_mode, max_face_gap,
+                               strict_faces)
         source = TensorFrameSource(images, fps=to_fraction(frame_rate))  # converted to uint8 window by window
-        pipe = make_pipeline(model, vae, whisper, face_analyzer)
-        plan, waveform, sample_rate, notes = prepare(pipe, model, source, audio, length_mode, steps, guidance,
-                                                     deepcache, deepcache_interval)
+        pipe = make_pipeline(model, vae, whisper, face_analyzer, options)
+        plan, waveform, sample_rate, notes = prepare(pipe, model, source, audio, options)
         sink = TensorSink(len(plan), source.frame_size, torch.float32)  # the output IMAGE, filled window by window
-        ui = stream(pipe, source, plan, waveform, sample_rate, sink, notes, seed, steps, guidance, deepcache,
-                    deepcache_interval, max_face_gap, strict_faces)
+        ui = stream(pipe, source, plan, waveform, sample_rate, sink, notes, options)
         out_audio = waveform_to_audio(output_waveform(waveform, sample_rate, plan), sample_rate)
         ui = add_output_score(ui, score, sink.frames, plan.fps, out_audio, face_analyzer)
         return io.NodeOutput(sink.frames, out_audio, ui=ui)

@@ -29,7 +29,8 @@ def test_affine_parity_all_ok():
     results = affine.check(shared_path("golden", "golden_affine.pt"), mask_path=_mask_path())
     names = [r.name for r in results]
     for res in (256, 512):
-        for key in ("fixed_mask", "matrices_smooth", "p_bias", "matrices_nosmooth", "aligned_faces",
+        for key in ("fixed_mask", "matrices_smooth[linear]", "matrices_smooth[translation]", "p_bias",
+                    "matrices_nosmooth[linear]", "matrices_nosmooth[translation]", "aligned_faces",
                     "aligned_faces_resized", "restored"):
             assert f"{res}/{key}" in names
     bad = [r.line() for r in results if not r.ok]
@@ -39,16 +40,18 @@ def test_affine_parity_all_ok():
 def test_affine_parity_detects_perturbation(tmp_path):
     d = torch.load(shared_path("golden", "golden_affine.pt"), weights_only=True)
     exp = d["per_resolution"][256]["by_dtype"]["float32"]
-    exp["matrices_smooth"][2, 0, 2] += 1e-3
+    exp["matrices_smooth"][2, 0, 2] += 1e-3  # translation: tolerance 5e-4
+    exp["matrices_nosmooth"][3, 1, 0] += 3e-5  # linear part: tolerance 1e-5
     exp["aligned_faces"][1, 100, 100, 0] ^= 8
     exp["restored"][0, 150, 200, 1] ^= 16
     d["landmarks106"][0, 43, 0] += 5  # moves the rounded brow mean by 1 px
     path = tmp_path / "perturbed.pt"
     torch.save(d, path)
     results = {r.name: r for r in affine.check(path, mask_path=_mask_path())}
-    for name in ("landmarks3", "256/matrices_smooth", "256/aligned_faces", "256/restored"):
+    for name in ("landmarks3", "256/matrices_smooth[translation]", "256/matrices_nosmooth[linear]",
+                 "256/aligned_faces", "256/restored"):
         assert not results[name].ok, name
-    assert results["512/matrices_smooth"].ok
+    assert results["512/matrices_smooth[translation]"].ok and results["256/matrices_smooth[linear]"].ok
 
 
 # ------------------------------------------------------------------ pieces

@@ -37,6 +37,7 @@ from latentsync.hub import VAE_NAME, read_unet_config
 from latentsync.models.checkpoint import load_unet
 from latentsync.pipeline import LipSyncPipeline, NoFaceError, TensorSink, detect_and_align
 from latentsync.audio.whisper_encoder import WhisperAudioEncoder
+from latentsync.options import LipSyncOptions, ModelOptions
 from latentsync.precision import cpu_has_fast_bf16, safe_dtype, window_seconds
 from latentsync.runner import run_lipsync
 from latentsync.vae import VAECodec, load_vae
@@ -476,11 +477,12 @@ ERRORS = ["truncated video", "not a video", "no audio track, none given", "zero-
 @pytest.mark.parametrize("case", ERRORS)
 def test_errors_name_the_file_and_what_to_do(tiny_model_set, media, tmp_path, case):
     kwargs, error, words = error_cases(media, tiny_model_set)[case]
-    kwargs = {"out": tmp_path / "out.mp4", "models": tiny_model_set, **kwargs}
+    model = ModelOptions(models=kwargs.pop("models", tiny_model_set), face_backend="offline", download=False)
+    kwargs = {"out": tmp_path / "out.mp4", **kwargs}
     inputs = [p for p in (kwargs["video"], kwargs.get("audio")) if p is not None]
     before = digest(*inputs)
     with pytest.raises(error) as info:
-        run_lipsync(face_backend="offline", steps=1, download=False, log=lambda *_: None, **kwargs)
+        run_lipsync(options=LipSyncOptions(steps=1), model=model, log=lambda *_: None, **kwargs)
     for word in words:
         assert word in str(info.value), (word, str(info.value))
     assert digest(*inputs) == before  # inputs never modified
@@ -494,8 +496,9 @@ def test_unwritable_or_full_output_leaves_nothing(tiny_model_set, media, tmp_pat
     before = digest(clip, speech)
     with special_folder(tmp_path, kind) as (folder, how):
         with pytest.raises(OutputError) as info:
-            run_lipsync(clip, speech, folder / "out.mp4", models=tiny_model_set, face_backend="offline", steps=1,
-                        guidance=1.0, download=False, log=lambda *_: None)
+            run_lipsync(clip, speech, folder / "out.mp4", options=LipSyncOptions(steps=1, guidance=1.0),
+                        model=ModelOptions(models=tiny_model_set, face_backend="offline", download=False),
+                        log=lambda *_: None)
         text = info.value.strerror
         if kind == "readonly":
             assert f"cannot write into {folder}" in text and "choose a folder you can write to" in text, text

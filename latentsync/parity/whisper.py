@@ -9,7 +9,7 @@ from ..audio.whisper_encoder import WhisperAudioEncoder
 from ..audio.windows import official_feature2chunks, official_num_chunks
 from .report import Comparison, compare, load_fixture
 
-LOG_MEL_TOL = 1e-5  # same torch.stft + filter bank; only summation order may differ
+LOG_MEL_TOL = 1e-4  # golden README: the STFT's float32 rounding differs between CPUs (1.4e-5 on AMX)
 FEATURE_TOL = 1e-4  # README tolerance: attention/matmul kernels reorder sums
 
 
