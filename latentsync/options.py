@@ -21,6 +21,7 @@ from typing import Any
 
 from .face.gaps import DEFAULT_MAX_GAP
 from .timeline import LENGTH_MODES
+from .video_io import FAST_PRESET, X264_PRESETS
 
 FACE_SELECTIONS = ("largest", "index")
 DTYPE_NAMES = ("auto", "fp32", "bf16", "fp16")
@@ -180,12 +181,21 @@ class LipSyncOptions(_Options):
     face_selection: str = option("largest", "which face when there are several (then tracked): the largest, or the "
                                  "--face-index-th from the left", choices=FACE_SELECTIONS)
     face_index: int = option(0, "with --face-selection index: which face, counted from the left from 0", minimum=0)
+    overlap: bool = option(True, "overlap the stages: the next windows are read, detected and aligned and the "
+                           "previous ones pasted back and encoded while the model works (--no-overlap: one after "
+                           "another; the output is the same frame for frame)")
+    preset: str = option(FAST_PRESET, "H.264 encoder preset of the output: faster presets encode sooner but give "
+                         "larger files at the same quality", choices=X264_PRESETS)
 
     def pipeline_kwargs(self) -> dict:
         """The keyword arguments of `LipSyncPipeline.run` these options set."""
         return dict(steps=self.steps, guidance=self.guidance, deepcache=self.deepcache,
                     deepcache_interval=self.deepcache_interval, seed=self.seed, max_gap=self.max_gap,
-                    strict_faces=self.strict_faces)
+                    strict_faces=self.strict_faces, overlap=self.overlap)
+
+    def writer_kwargs(self) -> dict:
+        """The keyword arguments of `VideoWriter` these options set."""
+        return dict(preset=self.preset)
 
     def face_selector(self):
         from .face.selection import FaceSelector

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -73,9 +74,52 @@ class _Shared:
                     raise _Stopped from None
 
 
+class _Timed:
+    """Busy seconds of each stage (time spent inside it, waits excluded)."""
+
+    def __init__(self, items: Iterable, work: Callable, finish: Callable):
+        self.seconds = {"produce": 0.0, "work": 0.0, "finish": 0.0}
+        self._items, self._work, self._finish = iter(items), work, finish
+
+    def _timed(self, key: str, fn, *args):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.seconds[key] += time.perf_counter() - t0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self._timed("produce", next, self._items)
+
+    def close(self) -> None:
+        close = getattr(self._items, "close", None)
+        if close is not None:
+            close()
+
+    def work(self, item):
+        return self._timed("work", self._work, item)
+
+    def finish(self, result) -> None:
+        self._timed("finish", self._finish, result)
+
+
 def run_stages(items: Iterable[T], work: Callable[[T], U], finish: Callable[[U], None], overlap: bool = True,
-               depth: int = 1, poll: Callable[[], None] | None = None, poll_interval: float = 0.05) -> None:
-    """`for item in items: finish(work(item))`, overlapped in three threads when `overlap` (see the module doc)."""
+               depth: int = 1, poll: Callable[[], None] | None = None, poll_interval: float = 0.05) -> dict:
+    """`for item in items: finish(work(item))`, overlapped in three threads when `overlap` (see the module doc).
+    Returns the busy seconds of each stage: {"produce", "work", "finish"}."""
+    timed = _Timed(items, work, finish)
+    try:
+        _run(timed, timed.work, timed.finish, overlap, depth, poll, poll_interval)
+    finally:
+        if not overlap:
+            timed.close()
+    return dict(timed.seconds)
+
+
+def _run(items, work, finish, overlap, depth, poll, poll_interval) -> None:
     if not overlap:
         for item in items:
             finish(work(item))

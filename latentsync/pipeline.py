@@ -408,6 +408,7 @@ class LipSyncReport:
     source_status: np.ndarray
     warnings: list[str] = field(default_factory=list)
     decoded_frames: int | None = None  # frames the source's decoder gave during the run (None: frames in memory)
+    stage_seconds: dict | None = None  # busy seconds of each stage: prepare (read, detect, align, audio), model, finish
 
     @property
     def no_face_at_all(self) -> bool:
@@ -589,9 +590,11 @@ class LipSyncPipeline:
             tracker_progress.advance(1)
 
         decoded_before = getattr(source, "frames_decoded", None)
-        run_stages(prepare(), sample, finish, overlap=overlap, poll=tracker_progress.poll)
+        busy = run_stages(prepare(), sample, finish, overlap=overlap, poll=tracker_progress.poll)
 
         report = LipSyncReport(plan, tracker.status.copy())
+        report.stage_seconds = {"prepare": round(busy["produce"], 4), "model": round(busy["work"], 4),
+                                "finish": round(busy["finish"], 4)}
         if decoded_before is not None:
             report.decoded_frames = int(source.frames_decoded - decoded_before)
         cov = report.coverage()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from pathlib import Path
 
@@ -107,7 +108,7 @@ def run_lipsync(video: Path, audio: Path | None, out: Path, options: LipSyncOpti
     progressively) with the given options (default: the defaults). Returns the run's report (also written to
     `report` as JSON when given)."""
     from .precision import cpu_time_warning
-    from .video_io import MediaError, VideoFileSource, VideoWriter, has_audio, read_audio
+    from .video_io import MediaError, VideoFileSource, VideoWriter, check_output, has_audio, read_audio
 
     options = (options or LipSyncOptions()).validate()
     model = (model or ModelOptions()).validate()
@@ -118,16 +119,24 @@ def run_lipsync(video: Path, audio: Path | None, out: Path, options: LipSyncOpti
     if report is not None and not Path(report).expanduser().parent.is_dir():
         raise FileNotFoundError(f"report folder does not exist: {Path(report).expanduser().parent}")
 
-    source = VideoFileSource(video)  # decodes the stream once: a damaged file fails here, before any model loads
+    check_output(out, overwrite, [video] + ([audio] if audio is not None else []))
+    source = VideoFileSource(video, verify=False)  # the packets: frame count and times, a truncated file
     try:
-        if audio is None:
-            if not has_audio(video):
-                raise MediaError(f"{video} has no audio track: give the speech with --audio FILE")
-            waveform, sample_rate = read_audio(video)
-        else:
-            waveform, sample_rate = read_audio(audio)
-        if waveform.shape[-1] == 0:
-            raise MediaError(f"the audio of {audio or video} is empty (0 samples): choose a file with sound")
+        # The full decode that finds a damaged file runs while the models load (its own thread, always joined).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="latentsync-verify") as pool:
+            verified = pool.submit(source.verify)
+            if audio is None:
+                if not has_audio(video):
+                    raise MediaError(f"{video} has no audio track: give the speech with --audio FILE")
+                waveform, sample_rate = read_audio(video)
+            else:
+                waveform, sample_rate = read_audio(audio)
+            if waveform.shape[-1] == 0:
+                raise MediaError(f"the audio of {audio or video} is empty (0 samples): choose a file with sound")
+            pipe, _ = build_pipeline(model.models, model.version, model.face_backend, device,
+                                     dtype=model.torch_dtype(), download=model.download, log=log,
+                                     selector=options.face_selector())
+            verified.result()
         h, w = source.frame_size
         timing = source.timing
         log(f"video: {len(source)} frames {w}x{h} at {float(timing.fps):.3f} fps"
@@ -138,10 +147,7 @@ def run_lipsync(video: Path, audio: Path | None, out: Path, options: LipSyncOpti
         inputs = [video] + ([audio] if audio is not None else [])
         with VideoWriter(out, plan.fps, source.frame_size, audio=waveform, sample_rate=sample_rate,
                          audio_samples=plan.audio_samples(sample_rate), base=None if plan.constant else plan.base,
-                         overwrite=overwrite, inputs=inputs, log=log) as writer:
-            pipe, _ = build_pipeline(model.models, model.version, model.face_backend, device,
-                                     dtype=model.torch_dtype(), download=model.download, log=log,
-                                     selector=options.face_selector())
+                         overwrite=overwrite, inputs=inputs, log=log, **options.writer_kwargs()) as writer:
             if torch.device(device).type == "cpu":
                 unet_dtype = next(pipe.unet.parameters()).dtype
                 log(cpu_time_warning(resolution, unet_dtype, options.steps,

@@ -435,7 +435,9 @@ def _pad_even(frame: np.ndarray) -> np.ndarray:
     return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
 
 
-def _check_output(path: Path, overwrite: bool, inputs: Sequence[str | Path]) -> None:
+def check_output(path: Path, overwrite: bool, inputs: Sequence[str | Path] = ()) -> None:
+    """Refuse an output whose folder is missing, that is a folder, an input, or exists (unless `overwrite`)."""
+    path = Path(path).expanduser()
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output folder does not exist: {path.parent} (create it or choose another output)")
     if path.exists() and path.is_dir():
@@ -547,7 +549,7 @@ class VideoWriter:
                  crf: int = DEFAULT_CRF, overwrite: bool = False, inputs: Sequence[str | Path] = (),
                  log: Callable[[str], None] | None = None, preset: str = DEFAULT_PRESET):
         self.path = Path(path).expanduser()
-        _check_output(self.path, overwrite, inputs)
+        check_output(self.path, overwrite, inputs)
         if not 0 <= int(crf) <= 51:
             raise ValueError(f"crf must be in [0, 51], got {crf}")
         check_preset(preset)
