@@ -38,35 +38,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.stages import default_media, log
+from bench.stages import closeup_1080p, default_media, log
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HD_SIZE = (1080, 1920)
-CLOSEUP_HEIGHT = 1300  # the 350 px clip scaled so that its ~270 px face box is ~1,000 px
+CLOSEUP_HEIGHT = 1300  # the 350 px clip scaled so that its ~270 px face box is ~1,000 px (at 1080p)
 STAND_IN_WINDOW_S = 0.2
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # input
-
-
-def closeup_frames(frames: np.ndarray, size: tuple[int, int] = HD_SIZE, height: int = CLOSEUP_HEIGHT) -> np.ndarray:
-    """(N, h, w, 3) -> (N, H, W, 3): scaled to `height` px high (bicubic), cropped to H rows around the centre and
-    centred on a black W-wide canvas."""
-    import cv2
-
-    out_h, out_w = size
-    n, h, w, _ = frames.shape
-    new_w = round(w * height / h)
-    y0 = (height - out_h) // 2
-    x0 = (out_w - new_w) // 2
-    out = np.zeros((n, out_h, out_w, 3), dtype=np.uint8)
-    for i, f in enumerate(frames):
-        big = cv2.resize(f, (new_w, height), interpolation=cv2.INTER_CUBIC)[max(0, y0):max(0, y0) + out_h]
-        src_x0, dst_x0 = max(0, -x0), max(0, x0)
-        width = min(new_w - src_x0, out_w - dst_x0)
-        out[i, :big.shape[0], dst_x0:dst_x0 + width] = big[:, src_x0:src_x0 + width]
-    return out
 
 
 def make_input(folder: Path, num_frames: int, size: tuple[int, int], closeup_height: int) -> tuple[Path, Path, int]:
@@ -80,7 +61,7 @@ def make_input(folder: Path, num_frames: int, size: tuple[int, int], closeup_hei
     cycle = np.concatenate([frames, frames[::-1]])
     frames = cycle[np.arange(num_frames) % len(cycle)]
     video = folder / f"closeup_{size[0]}p_{num_frames}.mp4"
-    write_video(video, closeup_frames(frames, size, closeup_height), clip.fps, preset="veryfast")
+    write_video(video, closeup_1080p(frames, size, closeup_height), clip.fps, preset="veryfast")
     wave, rate = read_audio(audio_in)
     samples = round(num_frames / clip.fps * 16000)
     wave = to_mono_16k(wave, rate)[:samples]

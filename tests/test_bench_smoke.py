@@ -82,6 +82,8 @@ def test_bench_quick_prints_every_stage(tmp_path):
     (hd,) = doc["throughput_1080p"]
     assert hd["faces_found"] == hd["frames"] and hd["frame_hw"] == [1080, 1920]
     assert 600 < hd["face_height_px"] < 1080  # the upscaled face is large, as in a close-up 1080p video
+    (close,) = doc["throughput_1080p_closeup"]
+    assert close["faces_found"] == close["frames"] and 900 < close["face_height_px"] < 1080
 
 
 def _chunk(unet):
@@ -197,6 +199,6 @@ def test_bench_pipeline_closeup_face_is_about_1000_px():
 
     frame = np.zeros((1, 350, 350, 3), np.uint8)
     frame[0, 40:310, 100:250] = 200  # the clip's face box: ~270 of 350 px
-    hd = pipeline.closeup_frames(frame)
+    hd = stages.closeup_1080p(frame)
     rows = np.nonzero(hd[0, :, :, 0].max(1))[0]
     assert hd.shape == (1, 1080, 1920, 3) and 950 <= rows[-1] - rows[0] + 1 <= 1080
