@@ -591,6 +591,7 @@ class LipSyncPipeline:
 
         decoded_before = getattr(source, "frames_decoded", None)
         busy = run_stages(prepare(), sample, finish, overlap=overlap, poll=tracker_progress.poll)
+        tracker_progress.report()  # what the other threads counted last, in this thread
 
         report = LipSyncReport(plan, tracker.status.copy())
         report.stage_seconds = {"prepare": round(busy["produce"], 4), "model": round(busy["work"], 4),
