@@ -13,7 +13,7 @@ Runs, each in this process through `LipSyncPipeline.run` into a `VideoWriter`:
                256 px faces (scaled with the face area; 0.2 s is about an H100 with DeepCache) and leaves the host
                free (it sleeps), serial and overlapped
 For each: frames/s end to end, and the busy seconds of each stage: decode, detect, the rest of the producer (align,
-paste masks, audio windows), the model, paste-back, encode. The host-side limit is the frame rate of the slowest
+audio windows), the model, paste-back, encode. The host-side limit is the frame rate of the slowest
 stage (frames / its busy seconds); with the stand-in, overlapped should reach at least 80 % of it.
 
 --before DIR: the command line end to end (`python -m latentsync ... --steps 1`, process start included) in this
@@ -215,7 +215,7 @@ def run_once(video: Path, audio: Path, models: Path, resolution: int, overlap: b
     stages = {
         "decode": clock.seconds.get("decode", 0.0),
         "detect": clock.seconds.get("detect", 0.0),
-        "align + masks + audio": busy["prepare"] - clock.seconds.get("decode", 0.0) - clock.seconds.get("detect", 0.0),
+        "align + audio": busy["prepare"] - clock.seconds.get("decode", 0.0) - clock.seconds.get("detect", 0.0),
         "model": clock.seconds.get("model", 0.0),
         "paste back": busy["finish"] - clock.seconds.get("encode", 0.0),
         "encode": clock.seconds.get("encode", 0.0),

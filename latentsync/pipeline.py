@@ -31,7 +31,6 @@ from .audio.resample import to_mono_16k
 from .audio.whisper_encoder import WhisperAudioEncoder
 from .audio.windows import as_fraction
 from .face.align import FaceAligner
-from .face.paste import PasteMask
 from .face.gaps import BRIDGED, DEFAULT_MAX_GAP, FACE, NONE, GapBridger, ranges
 from .face.selection import FaceSelector
 from .overlap import run_stages
@@ -543,7 +542,9 @@ class LipSyncPipeline:
             self.vae_codec.generator = generator
 
         def prepare():
-            """Producer: frames, face status, alignment, aligned faces and audio of each output window in turn."""
+            """Producer: frames, face status, alignment, aligned faces and audio of each output window in turn. (The
+            paste masks are made by the finisher, frame by frame: over a face's region they weigh more than the
+            frame itself, too much to queue.)"""
             for start in range(0, m, WINDOW):
                 stop = min(start + WINDOW, m)
                 src = plan.source[start:stop]
@@ -561,7 +562,6 @@ class LipSyncPipeline:
                 if len(idx):
                     window.faces = align_faces(frames[idx], window.matrices, aligner)
                     window.audio = audio.windows_at(ticks, plan.base)[idx]
-                    window.masks = aligner.paste_masks(window.matrices, tuple(frames.shape[1:3]))
                 yield window
 
         def sample(window: _Window) -> _Window:
@@ -584,8 +584,7 @@ class LipSyncPipeline:
             out = window.frames
             if len(window.idx):
                 out = out.clone()
-                out[window.idx] = aligner.restore(window.frames[window.idx], window.decoded, window.matrices,
-                                                  window.masks).cpu()
+                out[window.idx] = aligner.restore(window.frames[window.idx], window.decoded, window.matrices).cpu()
             sink.write(out, window.ticks)
             tracker_progress.advance(1)
 
@@ -619,7 +618,6 @@ class _Window:
     faces: torch.Tensor | None = None  # uint8 (len(idx), R, R, 3) aligned faces
     audio: torch.Tensor | None = None  # (len(idx), 50, 384) their audio windows
     decoded: torch.Tensor | None = None  # (len(idx), 3, R, R) generated faces in [-1, 1]
-    masks: list[PasteMask] | None = None  # paste regions and soft masks of the faces (they need only the matrices)
 
 
 class _Progress:

@@ -83,7 +83,7 @@ def test_bench_quick_prints_every_stage(tmp_path):
     assert hd["faces_found"] == hd["frames"] and hd["frame_hw"] == [1080, 1920]
     assert 600 < hd["face_height_px"] < 1080  # the upscaled face is large, as in a close-up 1080p video
     (close,) = doc["throughput_1080p_closeup"]
-    assert close["faces_found"] == close["frames"] and 900 < close["face_height_px"] < 1080
+    assert close["faces_found"] == close["frames"] and hd["face_height_px"] < close["face_height_px"] < 1080
 
 
 def _chunk(unet):
