@@ -3,8 +3,8 @@
     python -m bench.pipeline [--frames 48] [--device-seconds 0.2] [--before ../pipeline-before] [--json OUT]
 
 Input: the shared 350x350 clip (45 frames, ping-ponged to --frames) scaled to a 1080p close-up (1300 px high, cropped
-to 1080 and centred on a black 1920x1080 canvas: the face box is about 1,000 px tall), encoded once to an MP4 with
-the shared speech covering it. The tiny random model set (made in a temporary folder unless --models is given), the
+to 1080 and centred on a black 1920x1080 canvas: the head is about 1,000 px tall, the detector's box about 860 px),
+encoded once to an MP4 with the shared speech covering it. The tiny random model set (made in a temporary folder unless --models is given), the
 offline face detector, one sampling step, CFG 1.5, DeepCache.
 
 Runs, each in this process through `LipSyncPipeline.run` into a `VideoWriter`:
@@ -42,7 +42,7 @@ from bench.stages import closeup_1080p, default_media, log
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HD_SIZE = (1080, 1920)
-CLOSEUP_HEIGHT = 1300  # the 350 px clip scaled so that its ~270 px face box is ~1,000 px (at 1080p)
+CLOSEUP_HEIGHT = 1300  # the 350 px clip scaled so that the head is ~1,000 px tall at 1080p (detector box ~860 px)
 STAND_IN_WINDOW_S = 0.2
 
 

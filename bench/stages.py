@@ -19,9 +19,9 @@ Cheap stages (detect + align, audio, paste) get one untimed warm-up call first; 
 alignment, paste-back and Whisper always run in float32.
 
 Part 2, 1080p throughput: the clip's frames are resized 350 -> 1080 (bicubic) and centred on a black 1920x1080
-canvas (pillarbox), so the face box is ~830 px tall; then as a close-up (1300 px high, cropped to 1080: face box
-~1,000 px). detect + align + paste (the unchanged aligned face) runs over --frames-1080p frames for each R; frames
-per second are given per sub-stage and for the three together, and for the H.264 encode of the pasted frames.
+canvas (pillarbox), so the face box is ~830 px tall; then as a close-up (1300 px high, cropped to 1080: the head
+~1,000 px tall, the detector's box ~860 px). detect + align + paste (the unchanged aligned face) runs over
+--frames-1080p frames for each R; frames per second are given per sub-stage and for the three together, and for the H.264 encode of the pasted frames.
 
 Timings are measured, never asserted; see bench/README.md.
 """
