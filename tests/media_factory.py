@@ -32,11 +32,9 @@ def window_bound(slack_mib: int = 96) -> int:
     and the detection look-ahead) twice over -- the frames read and the window's output -- plus `slack_mib` for the
     allocator's fragmentation and a second 30-s Whisper window (more in the server: SERVER_SLACK_MIB). Derived from
     the window size, not the length."""
-    from latentsync.pipeline import WINDOW, frame_cache_size  # noqa: PLC0415
+    from latentsync.pipeline import frame_cache_size  # noqa: PLC0415
 
-    # the overlapped stages hold up to two more windows (read and written) than the 3-window reference can fill
-    in_flight = 2 * 2 * WINDOW * LONG_FRAME_BYTES
-    return 2 * frame_cache_size() * LONG_FRAME_BYTES + in_flight + slack_mib * 2**20
+    return 2 * frame_cache_size() * LONG_FRAME_BYTES + slack_mib * 2**20
 
 
 CLIP = ("media", "clip_speaking_woman_frontal_350px_15fps.mp4")
