@@ -19,8 +19,9 @@ Cheap stages (detect + align, audio, paste) get one untimed warm-up call first; 
 alignment, paste-back and Whisper always run in float32.
 
 Part 2, 1080p throughput: the clip's frames are resized 350 -> 1080 (bicubic) and centred on a black 1920x1080
-canvas (pillarbox), so the face box is ~830 px tall. detect + align + paste (the unchanged aligned face) runs over
---frames-1080p frames for each R; frames per second are given per sub-stage and for the three together.
+canvas (pillarbox), so the face box is ~830 px tall; then as a close-up (1300 px high, cropped to 1080: the head
+~1,000 px tall, the detector's box ~860 px). detect + align + paste (the unchanged aligned face) runs over
+--frames-1080p frames for each R; frames per second are given per sub-stage and for the three together, and for the H.264 encode of the pasted frames.
 
 Timings are measured, never asserted; see bench/README.md.
 """
@@ -69,6 +70,7 @@ HD_STAGES: tuple[tuple[str, str], ...] = (
     ("align", "align (warp + resize to R)"),
     ("paste", "paste back"),
     ("all", "detect + align + paste"),
+    ("encode", "encode (H.264, preset veryfast)"),
 )
 UNET_HINT = "see bench.unet_chunk"
 
@@ -120,6 +122,25 @@ def build_whisper(folder: Path, quick: bool):
     path = folder / "whisper_random.pt"
     save_random_whisper_checkpoint(path, **(QUICK_WHISPER_DIMS if quick else WHISPER_TINY_DIMS))
     return WhisperAudioEncoder.from_file(path, device="cpu", dtype=torch.float32)
+
+
+def closeup_1080p(frames: np.ndarray, size: tuple[int, int] = HD_SIZE, height: int = 1300) -> np.ndarray:
+    """(N, h, w, 3) -> (N, H, W, 3), a close-up: scaled to `height` px high (bicubic; the 350 px clip's ~270 px face
+    box becomes ~1,000 px), cropped to H rows around the centre and centred on a black W-wide canvas."""
+    import cv2
+
+    out_h, out_w = size
+    n, h, w, _ = frames.shape
+    new_w = round(w * height / h)
+    y0 = max(0, (height - out_h) // 2)
+    x0 = (out_w - new_w) // 2
+    out = np.zeros((n, out_h, out_w, 3), dtype=np.uint8)
+    for i, f in enumerate(frames):
+        big = cv2.resize(f, (new_w, height), interpolation=cv2.INTER_CUBIC)[y0:y0 + out_h]
+        src_x0, dst_x0 = max(0, -x0), max(0, x0)
+        width = min(new_w - src_x0, out_w - dst_x0)
+        out[i, :big.shape[0], dst_x0:dst_x0 + width] = big[:, src_x0:src_x0 + width]
+    return out
 
 
 def to_1080p(frames: torch.Tensor) -> torch.Tensor:
@@ -283,6 +304,8 @@ class HDResult:
 def run_1080p(size: int, frames_hd: torch.Tensor, detector) -> HDResult:
     from latentsync.face.align import FaceAligner
     from latentsync.pipeline import detect_and_align, paste_faces
+    from latentsync.video_io import write_video
+    from latentsync.x264 import FAST_PRESET
 
     n = frames_hd.shape[0]
     warm = detect_and_align(frames_hd[:1], detector, FaceAligner(size))  # warm-up: detector, kornia, cv2
@@ -292,9 +315,11 @@ def run_1080p(size: int, frames_hd: torch.Tensor, detector) -> HDResult:
     aligner = FaceAligner(size)
     aligned, detect_align_s = timed(detect_and_align, frames_hd, timed_detector, aligner)
     faces = _faces_in_model_range(aligned)  # the unchanged aligned faces
-    _, paste_s = timed(paste_faces, frames_hd, faces, aligned, aligner)
+    pasted, paste_s = timed(paste_faces, frames_hd, faces, aligned, aligner)
     seconds = {"detect": timed_detector.seconds, "align": detect_align_s - timed_detector.seconds, "paste": paste_s}
     seconds["all"] = detect_align_s + paste_s
+    with tempfile.TemporaryDirectory(prefix="latentsync_bench_encode_") as tmp:
+        _, seconds["encode"] = timed(write_video, Path(tmp) / "encoded.mp4", pasted, 25, preset=FAST_PRESET)
     heights = (aligned.boxes[:, 3] - aligned.boxes[:, 1])[aligned.has_face]
     res = HDResult(size, n, seconds, float(heights.median()) if len(heights) else float("nan"),
                    int(aligned.has_face.sum()))
@@ -331,11 +356,11 @@ def chunk_table(results: list[ChunkResult]) -> str:
     return "\n".join(lines)
 
 
-def hd_table(results: list[HDResult]) -> str:
+def hd_table(results: list[HDResult], title: str = "1080p throughput") -> str:
     if not results:
         return ""
     r0 = results[0]
-    lines = [f"1080p throughput, frames per second ({r0.frames} frames of {HD_SIZE[1]}x{HD_SIZE[0]}, "
+    lines = [f"{title}, frames per second ({r0.frames} frames of {HD_SIZE[1]}x{HD_SIZE[0]}, "
              f"face box ~{r0.face_height_px:.0f} px tall):", "",
              "| sub-stage | " + " | ".join(f"R={r.size}" for r in results) + " |",
              "|---|" + "---|" * len(results)]
@@ -420,10 +445,14 @@ def main(argv: list[str] | None = None) -> int:
                 del vae
             order = {(s, d): i for i, (s, d) in enumerate((s, d) for s in args.sizes for d in args.dtypes)}
             chunk_results.sort(key=lambda r: order[(r.size, r.dtype)])
+    closeup_results: list[HDResult] = []
     if not args.skip_1080p:
         frames_hd = to_1080p(frames[:args.frames_1080p])
         for size in args.sizes:
             hd_results.append(run_1080p(size, frames_hd, detector))
+        frames_close = torch.from_numpy(closeup_1080p(frames[:args.frames_1080p].numpy()))
+        for size in args.sizes:
+            closeup_results.append(run_1080p(size, frames_close, detector))
 
     print()
     if chunk_results:
@@ -432,13 +461,16 @@ def main(argv: list[str] | None = None) -> int:
     if hd_results:
         print(hd_table(hd_results))
         print()
+        print(hd_table(closeup_results, "1080p close-up throughput"))
+        print()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"peak RSS of this process: {peak:.2f} GiB")
     if args.json:
         doc = {"quick": args.quick, "torch": torch.__version__, "threads": torch.get_num_threads(),
                "cpu_count": os.cpu_count(), "video": str(args.video), "audio": str(args.audio),
                "unet_results": args.unet_results, "chunk": [r.as_dict() for r in chunk_results],
-               "throughput_1080p": [r.as_dict() for r in hd_results], "peak_rss_gib": peak}
+               "throughput_1080p": [r.as_dict() for r in hd_results],
+               "throughput_1080p_closeup": [r.as_dict() for r in closeup_results], "peak_rss_gib": peak}
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         print(f"results written to {args.json}")
     return 0

@@ -22,6 +22,7 @@ from typing import Any
 from .devices import DEVICES
 from .face.gaps import DEFAULT_MAX_GAP
 from .timeline import LENGTH_MODE_ALIASES, LENGTH_MODES
+from .x264 import FAST_PRESET, PRESETS
 
 FACE_SELECTIONS = ("largest", "index", "center")
 DTYPE_NAMES = ("auto", "fp32", "bf16", "fp16")
@@ -194,13 +195,22 @@ class LipSyncOptions(_Options):
                             maximum=64)
     compile: bool = option(False, "compile the U-Net's blocks with torch.compile (GPU: faster after a first "
                            "window that takes minutes to compile; needs a working Triton / C++ compiler)")
+    overlap: bool = option(True, "overlap the stages: the next windows are read, detected and aligned and the "
+                           "previous ones pasted back and encoded while the model works (--no-overlap: one after "
+                           "another; the output is the same frame for frame)")
+    preset: str = option(FAST_PRESET, "H.264 encoder preset of the output: faster presets encode sooner but give "
+                         "larger files at the same quality", choices=PRESETS)
 
     def pipeline_kwargs(self) -> dict:
         """The keyword arguments of `LipSyncPipeline.run` these options set."""
         return dict(steps=self.steps, guidance=self.guidance, deepcache=self.deepcache,
                     deepcache_interval=self.deepcache_interval, seed=self.seed, max_gap=self.max_gap,
-                    strict_faces=self.strict_faces, cfg_batch=self.cfg_batch, ff_chunks=self.ff_chunks,
-                    compile=self.compile)
+                    strict_faces=self.strict_faces, overlap=self.overlap, cfg_batch=self.cfg_batch,
+                    ff_chunks=self.ff_chunks, compile=self.compile)
+
+    def writer_kwargs(self) -> dict:
+        """The keyword arguments of `VideoWriter` these options set."""
+        return dict(preset=self.preset)
 
     def face_selector(self, frame_size: tuple[int, int] | None = None):
         """The face selector of these options; `frame_size` (H, W) is needed for "center"."""

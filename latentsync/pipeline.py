@@ -14,6 +14,8 @@ output window in the order the length mode gives (ping-pong re-reads the video r
 """
 from __future__ import annotations
 
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from .audio.windows import as_fraction
 from .face.align import FaceAligner
 from .face.gaps import BRIDGED, DEFAULT_MAX_GAP, FACE, NONE, GapBridger, ranges
 from .face.selection import FaceSelector
+from .overlap import run_stages
 from .sampling.ddim import make_scheduler
 from .sampling.denoise import check_cfg_batch, denoise_window, initial_noise
 from .timeline import OutputPlan, SourceTiming, check_length_mode, plan_output, source_order
@@ -161,20 +164,32 @@ def frame_cache_size(max_gap: int = DEFAULT_MAX_GAP) -> int:
     return WINDOW + max_gap + 6
 
 
+REVERSE_READ_BYTES = 64 * 2**20  # how many frames a read back may keep (ping-pong's reverse pass, a loop's restart)
+
+
 class _FrameCache:
-    """The frames read most recently, by index (the detection look-ahead and the window being processed)."""
+    """The frames read most recently, by index (the detection look-ahead and the window being processed).
 
-    def __init__(self, source: FrameSource, capacity: int):
+    Reading forward continues the decoder. A read that has to go back (ping-pong's reverse pass, a loop's restart)
+    reads one block ending at the frame asked for and starting at the keyframe the decoder seeks to (what it decodes
+    anyway is kept), at most `REVERSE_READ_BYTES` of frames (and never fewer than the capacity): so the reverse pass
+    decodes each frame once more when keyframes are at most that far apart, instead of once per window."""
+
+    def __init__(self, source: FrameSource, capacity: int, reverse_bytes: int = REVERSE_READ_BYTES):
         self.source, self.capacity = source, max(1, capacity)
+        h, w = source.frame_size
+        self.reverse_frames = max(self.capacity, int(reverse_bytes) // max(1, h * w * 3))
         self._frames: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._pos = 0  # where the last read stopped
 
-    def _load(self, start: int, stop: int) -> None:
+    def _load(self, start: int, stop: int, keep: int) -> None:
         block = self.source.read(start, stop)
         for k in range(start, stop):
             self._frames[k] = block[k - start]
             self._frames.move_to_end(k)
-        while len(self._frames) > self.capacity:
+        while len(self._frames) > keep:
             self._frames.popitem(last=False)
+        self._pos = stop
 
     def get(self, indices: Sequence[int], read_ahead: int = 1) -> torch.Tensor:
         """uint8 (len(indices), H, W, 3); missing frames are read as one contiguous block."""
@@ -184,8 +199,14 @@ class _FrameCache:
                 self._frames.move_to_end(i)
         missing = np.array(sorted({i for i in indices if i not in self._frames}), dtype=np.int64)
         for run in np.split(missing, np.nonzero(np.diff(missing) != 1)[0] + 1) if len(missing) else []:
-            start = int(run[0])  # each contiguous run of missing frames is read as one block
-            self._load(start, min(len(self.source), max(int(run[-1]) + 1, start + read_ahead)))
+            start, stop = int(run[0]), int(run[-1]) + 1  # each contiguous run of missing frames is read as one block
+            if start >= self._pos or not hasattr(self.source, "keyframe_before"):
+                self._load(start, min(len(self.source), max(stop, start + read_ahead)), self.capacity)
+            else:
+                first = max(0, stop - self.reverse_frames)
+                keyframe = self.source.keyframe_before(start)
+                first = min(start, keyframe if keyframe >= first else first)
+                self._load(first, stop, max(self.capacity, stop - first))
         for i in indices:
             self._frames.move_to_end(i)
         return torch.stack([self._frames[i] for i in indices])
@@ -390,6 +411,8 @@ class LipSyncReport:
     plan: OutputPlan
     source_status: np.ndarray
     warnings: list[str] = field(default_factory=list)
+    decoded_frames: int | None = None  # frames the source's decoder gave during the run (None: frames in memory)
+    stage_seconds: dict | None = None  # busy seconds of each stage: prepare (read, detect, align, audio), model, finish
 
     @property
     def no_face_at_all(self) -> bool:
@@ -424,7 +447,7 @@ class LipSyncReport:
             "variable_frame_rate": not plan.constant, "source_frames": int(self.source_status.shape[0]),
             "output_frames": len(plan), "output_seconds": round(float(plan.duration), 6),
             "audio_seconds": round(float(plan.audio_duration), 6), "coverage": self.coverage(),
-            "warnings": list(self.warnings),
+            "decoded_frames": self.decoded_frames, "warnings": list(self.warnings),
         }
 
 
@@ -465,7 +488,8 @@ class LipSyncPipeline:
     def __call__(self, frames, fps, waveform, sample_rate: int, steps: int = 20, guidance: float = 1.5,
                  deepcache: bool = True, deepcache_interval: int = 3, seed: int = 1247,
                  progress: ProgressFn | None = None, length_mode: str = "pingpong",
-                 max_gap: int = DEFAULT_MAX_GAP, strict_faces: bool = False, **model_options) -> LipSyncResult:
+                 max_gap: int = DEFAULT_MAX_GAP, strict_faces: bool = False, overlap: bool = True,
+                 **model_options) -> LipSyncResult:
         """In memory: the same run as `run`, from frames (uint8 (N, H, W, 3)) to a frame tensor."""
         frames = _as_uint8_frames(frames)
         waveform = _as_waveform(waveform)
@@ -474,7 +498,7 @@ class LipSyncPipeline:
         sink = TensorSink(len(plan), source.frame_size)
         report = self.run(source, plan, waveform, sample_rate, sink, steps=steps, guidance=guidance,
                           deepcache=deepcache, deepcache_interval=deepcache_interval, seed=seed, progress=progress,
-                          max_gap=max_gap, strict_faces=strict_faces, **model_options)
+                          max_gap=max_gap, strict_faces=strict_faces, overlap=overlap, **model_options)
         return LipSyncResult(sink.frames, plan.fps, output_waveform(waveform, sample_rate, plan), sample_rate,
                              report.has_face, report)
 
@@ -490,12 +514,16 @@ class LipSyncPipeline:
     def run(self, source: FrameSource, plan: OutputPlan, waveform, sample_rate: int, sink: FrameSink,
             steps: int = 20, guidance: float = 1.5, deepcache: bool = True, deepcache_interval: int = 3,
             seed: int = 1247, progress: ProgressFn | None = None, max_gap: int = DEFAULT_MAX_GAP,
-            strict_faces: bool = False, cfg_batch: str = "joint", ff_chunks: int = 1,
+            strict_faces: bool = False, overlap: bool = True, cfg_batch: str = "joint", ff_chunks: int = 1,
             compile: bool = False) -> LipSyncReport:
-        """Stream `plan`'s output frames window by window from `source` into `sink`. Memory holds one window, the
+        """Stream `plan`'s output frames window by window from `source` into `sink`. Memory holds a few windows, the
         detection look-ahead (`max_gap` + a few frames) and a few numbers per frame, whatever the length.
-        `cfg_batch`, `ff_chunks`: see `denoise_window`; `compile`: the U-Net's blocks are compiled first
-        (`UNet3DConditionModel.compile_blocks`)."""
+
+        overlap: while the model works on window k, a producer thread reads, detects, aligns and gathers the audio of
+        the next windows and a finisher thread pastes back and writes the previous ones (`latentsync.overlap`); the
+        output is the same frame for frame as with `overlap=False` (one stage after another). The model (VAE and
+        U-Net) and every call of `progress` stay in the calling thread. `cfg_batch`, `ff_chunks`: see
+        `denoise_window`; `compile`: the U-Net's blocks are compiled first (`UNet3DConditionModel.compile_blocks`)."""
         sampling = dict(cfg_batch=check_cfg_batch(cfg_batch), ff_chunks=int(ff_chunks))
         if compile:
             self.unet.compile_blocks()
@@ -523,24 +551,62 @@ class LipSyncPipeline:
         if hasattr(self.vae_codec, "generator"):
             self.vae_codec.generator = generator
 
-        for start in range(0, m, WINDOW):
-            stop = min(start + WINDOW, m)
-            src = plan.source[start:stop]
-            tracker.ensure(int(src.max()))
-            status = tracker.status[src]
-            if strict_faces and np.any(status == NONE):
-                j = start + int(np.nonzero(status == NONE)[0][0])
-                t = float(Fraction(int(plan.starts[j]), plan.base))
-                raise NoFaceError(f"strict faces: no face in output frame {j} (source frame {int(plan.source[j])}, "
-                                  f"at {t:.2f} s). Turn strict faces off to pass such frames through unchanged.")
-            frames = cache.get(src.tolist())
-            ticks = plan.starts[start:stop]
-            window = self._window(frames, status, tracker.matrices[torch.from_numpy(src)],
-                                  audio.windows_at(ticks, plan.base), shared_noise, aligner, steps, guidance,
-                                  deepcache_interval if deepcache else 1, tracker_progress, **sampling)
-            sink.write(window, ticks)
+        def prepare():
+            """Producer: frames, face status, alignment, aligned faces and audio of each output window in turn. (The
+            paste masks are made by the finisher, frame by frame: over a face's region they weigh more than the
+            frame itself, too much to queue.)"""
+            for start in range(0, m, WINDOW):
+                stop = min(start + WINDOW, m)
+                src = plan.source[start:stop]
+                tracker.ensure(int(src.max()))
+                status = tracker.status[src]
+                if strict_faces and np.any(status == NONE):
+                    j = start + int(np.nonzero(status == NONE)[0][0])
+                    t = float(Fraction(int(plan.starts[j]), plan.base))
+                    raise NoFaceError(f"strict faces: no face in output frame {j} (source frame {int(plan.source[j])}, "
+                                      f"at {t:.2f} s). Turn strict faces off to pass such frames through unchanged.")
+                frames = cache.get(src.tolist())
+                ticks = plan.starts[start:stop]
+                idx = torch.from_numpy(np.nonzero(status != NONE)[0])
+                window = _Window(frames, ticks, idx, tracker.matrices[torch.from_numpy(src)][idx])
+                if len(idx):
+                    window.faces = align_faces(frames[idx], window.matrices, aligner)
+                    window.audio = audio.windows_at(ticks, plan.base)[idx]
+                yield window
+
+        def sample(window: _Window) -> _Window:
+            """The model, in the caller's thread: VAE-encode, denoise, VAE-decode the window's faces."""
+            if len(window.idx) == 0:
+                tracker_progress.advance(steps + 1)
+                return window
+            conditioning = encode_faces(self.vae_codec, window.faces, self.mask)
+            tracker_progress.advance(1)
+            noise = shared_noise.expand(-1, -1, len(window.idx), -1, -1)
+            latents = sample_latents(self.unet, conditioning, window.audio, noise, steps, guidance,
+                                     deepcache_interval if deepcache else 1,
+                                     on_step=lambda i, n: tracker_progress.advance(1), **sampling)
+            window.decoded = decode_faces(self.vae_codec, latents, conditioning)
+            window.faces = window.audio = None
+            return window
+
+        def finish(window: _Window) -> None:
+            """Finisher: paste the generated faces back and hand the window to the sink."""
+            out = window.frames
+            if len(window.idx):
+                out = out.clone()
+                out[window.idx] = aligner.restore(window.frames[window.idx], window.decoded, window.matrices).cpu()
+            sink.write(out, window.ticks)
+            tracker_progress.advance(1)
+
+        decoded_before = getattr(source, "frames_decoded", None)
+        busy = run_stages(prepare(), sample, finish, overlap=overlap, poll=tracker_progress.poll)
+        tracker_progress.report()  # what the other threads counted last, in this thread
 
         report = LipSyncReport(plan, tracker.status.copy())
+        report.stage_seconds = {"prepare": round(busy["produce"], 4), "model": round(busy["work"], 4),
+                                "finish": round(busy["finish"], 4)}
+        if decoded_before is not None:
+            report.decoded_frames = int(source.frames_decoded - decoded_before)
         cov = report.coverage()
         if report.no_face_at_all:
             report.warnings.append(f"no face found in any of the {len(source)} frames: the output is the input "
@@ -550,36 +616,46 @@ class LipSyncPipeline:
                                    "through unchanged")
         return report
 
-    def _window(self, frames, status, matrices, audio, shared_noise, aligner, steps, guidance,
-                deepcache_interval, tracker: _Progress, **sampling) -> torch.Tensor:
-        idx = torch.from_numpy(np.nonzero(status != NONE)[0])
-        if len(idx) == 0:
-            tracker.advance(steps + 2)
-            return frames
-        faces = align_faces(frames[idx], matrices[idx], aligner)
-        conditioning = encode_faces(self.vae_codec, faces, self.mask)
-        tracker.advance(1)
-        noise = shared_noise.expand(-1, -1, len(idx), -1, -1)
-        latents = sample_latents(self.unet, conditioning, audio[idx], noise, steps, guidance, deepcache_interval,
-                                 on_step=lambda i, n: tracker.advance(1), **sampling)
-        decoded = decode_faces(self.vae_codec, latents, conditioning)
-        out = frames.clone()
-        out[idx] = torch.as_tensor(aligner.restore(frames[idx], decoded, matrices[idx]), dtype=torch.uint8).cpu()
-        tracker.advance(1)
-        return out
+
+@dataclass
+class _Window:
+    """One output window on its way through the stages (what each stage adds is freed by the next)."""
+
+    frames: torch.Tensor  # uint8 (n, H, W, 3): the source frames the window shows
+    ticks: np.ndarray  # start ticks of its frames, in the plan's time base
+    idx: torch.Tensor  # positions of the frames with a face (detected or bridged)
+    matrices: torch.Tensor  # (len(idx), 2, 3) their alignment matrices
+    faces: torch.Tensor | None = None  # uint8 (len(idx), R, R, 3) aligned faces
+    audio: torch.Tensor | None = None  # (len(idx), 50, 384) their audio windows
+    decoded: torch.Tensor | None = None  # (len(idx), 3, R, R) generated faces in [-1, 1]
 
 
 class _Progress:
-    def __init__(self, fn: ProgressFn | None, total: int):
-        self.fn, self.total, self.done = fn, total, 0
+    """Progress counted from any stage's thread, reported (through `fn`, which may raise to cancel) only in the
+    thread that created it: at once when counted there, else at the caller's next `poll`."""
 
-    def set(self, done: int) -> None:
-        self.done = min(done, self.total)
+    def __init__(self, fn: ProgressFn | None, total: int, poll_seconds: float = 0.25):
+        self.fn, self.total, self.done = fn, total, 0
+        self._owner = threading.get_ident()
+        self._lock = threading.Lock()
+        self._poll_seconds = poll_seconds
+        self._last = 0.0
+
+    def advance(self, n: int) -> None:
+        with self._lock:
+            self.done = min(self.done + n, self.total)
+        if threading.get_ident() == self._owner:
+            self.report()
+
+    def report(self) -> None:
+        self._last = time.monotonic()
         if self.fn is not None:
             self.fn(self.done, self.total)
 
-    def advance(self, n: int) -> None:
-        self.set(self.done + n)
+    def poll(self) -> None:
+        """While the caller waits for another stage: report now and then (a Cancel is seen there)."""
+        if time.monotonic() - self._last >= self._poll_seconds:
+            self.report()
 
 
 def _frames_to_clip(latents: torch.Tensor) -> torch.Tensor:

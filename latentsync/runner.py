@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -50,6 +51,7 @@ def build_pipeline(models: Path, version: str = "1.5", face_backend: str = "auto
     from .audio.whisper_encoder import WhisperAudioEncoder
     from .face.backend_choice import choose_face_backend
     from .face.detector import create_face_detector
+    from .face.providers import describe_providers
     from .face.mask import load_mask
     from .hub import locate_model_set
     from .models.checkpoint import load_unet
@@ -83,6 +85,7 @@ def build_pipeline(models: Path, version: str = "1.5", face_backend: str = "auto
         face_backend, face_dir = choice.backend, choice.models_dir
     detector = _load("face detector", face_dir or face_backend,
                      lambda: create_face_detector(face_backend, models_dir=face_dir, device=device))
+    log(describe_providers(device))
     mask = _load("mouth mask", model_set.mask, lambda: load_mask(model_set.mask, resolution))
     pipe = LipSyncPipeline(unet, VAECodec(vae), encoder, detector, mask, resolution, device=device, selector=selector)
     return pipe, model_set.is_tiny
@@ -116,7 +119,7 @@ def run_lipsync(video: Path, audio: Path | None, out: Path, options: LipSyncOpti
     process; called only once the inputs have opened); default: build one from `model`. `before_commit`: called
     when the output is complete, before it takes its final name (raise to throw it away)."""
     from .precision import cpu_time_warning
-    from .video_io import MediaError, VideoFileSource, VideoWriter, has_audio, read_audio
+    from .video_io import MediaError, VideoFileSource, VideoWriter, check_output, has_audio, read_audio
 
     options = (options or LipSyncOptions()).validate()
     model = (model or ModelOptions()).validate()
@@ -128,16 +131,29 @@ def run_lipsync(video: Path, audio: Path | None, out: Path, options: LipSyncOpti
     if report is not None and not Path(report).expanduser().parent.is_dir():
         raise FileNotFoundError(f"report folder does not exist: {Path(report).expanduser().parent}")
 
-    source = VideoFileSource(video)  # decodes the stream once: a damaged file fails here, before any model loads
+    check_output(out, overwrite, [video] + ([audio] if audio is not None else []))
+    source = VideoFileSource(video, verify=False)  # the packets: frame count and times, a truncated file
     try:
-        if audio is None:
-            if not has_audio(video):
-                raise MediaError(f"{video} has no audio track: give the speech with --audio FILE")
-            waveform, sample_rate = read_audio(video)
-        else:
-            waveform, sample_rate = read_audio(audio)
-        if waveform.shape[-1] == 0:
-            raise MediaError(f"the audio of {audio or video} is empty (0 samples): choose a file with sound")
+        # The full decode that finds a damaged file runs while the models load (its own thread, always joined).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="latentsync-verify") as pool:
+            verified = pool.submit(source.verify)
+            if audio is None:
+                if not has_audio(video):
+                    raise MediaError(f"{video} has no audio track: give the speech with --audio FILE")
+                waveform, sample_rate = read_audio(video)
+            else:
+                waveform, sample_rate = read_audio(audio)
+            if waveform.shape[-1] == 0:
+                raise MediaError(f"the audio of {audio or video} is empty (0 samples): choose a file with sound")
+            selector = options.face_selector(source.frame_size)
+            if pipeline is None:
+                pipe, _ = build_pipeline(model.models, model.version, model.face_backend, device,
+                                         dtype=model.torch_dtype(), download=model.download, log=log,
+                                         selector=selector, loras=loras)
+            else:
+                pipe = pipeline()
+                pipe.selector = selector  # reset for this video by the pipeline's face tracker
+            verified.result()
         h, w = source.frame_size
         timing = source.timing
         log(f"video: {len(source)} frames {w}x{h} at {float(timing.fps):.3f} fps"
@@ -148,15 +164,7 @@ def run_lipsync(video: Path, audio: Path | None, out: Path, options: LipSyncOpti
         inputs = [video] + ([audio] if audio is not None else [])
         with VideoWriter(out, plan.fps, source.frame_size, audio=waveform, sample_rate=sample_rate,
                          audio_samples=plan.audio_samples(sample_rate), base=None if plan.constant else plan.base,
-                         overwrite=overwrite, inputs=inputs, log=log) as writer:
-            selector = options.face_selector(source.frame_size)
-            if pipeline is None:
-                pipe, _ = build_pipeline(model.models, model.version, model.face_backend, device,
-                                         dtype=model.torch_dtype(), download=model.download, log=log,
-                                         selector=selector, loras=loras)
-            else:
-                pipe = pipeline()
-                pipe.selector = selector  # reset for this video by the pipeline's face tracker
+                         overwrite=overwrite, inputs=inputs, log=log, **options.writer_kwargs()) as writer:
             if torch.device(device).type == "cpu":
                 unet_dtype = next(pipe.unet.parameters()).dtype
                 log(cpu_time_warning(resolution, unet_dtype, options.steps,

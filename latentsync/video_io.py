@@ -4,9 +4,10 @@ Frames are uint8 RGB ``(N, H, W, 3)`` torch tensors; frame times are exact (`tim
 such as 30000/1001 stays 30000/1001, a variable-rate file keeps every frame's timestamp); audio is float32 ``(C, S)``
 in [-1, 1] at the file's own sample rate and channel count.
 
-Reading (`VideoFileSource`): opening decodes the stream once without converting any frame, which times and counts
-the frames and finds a damaged or truncated file before any work starts; frames are then decoded as they are asked
-for, by seeking when a caller goes back (ping-pong looping re-reads the video instead of holding it). Any pixel format
+Reading (`VideoFileSource`): opening reads the container's packets, which time and count the frames without decoding
+them, and `verify()` decodes the stream once without converting any frame, which finds a damaged or truncated file
+(at once, or while the models load); frames are then decoded as they are asked for, by seeking to the keyframe before
+when a caller goes back (ping-pong looping re-reads the video instead of holding it). Any pixel format
 PyAV decodes (grey, alpha, 10-bit, 4:2:2/4:4:4) is converted to 8-bit RGB (alpha dropped); a display rotation
 (phone videos) is applied, so frames come out upright.
 
@@ -161,52 +162,113 @@ class VideoFileSource:
     """The frames of the first video stream of a file (or of in-memory bytes), decoded when asked for.
 
     `timing` (frame times), `frame_size` (H, W, upright), `len()`; `read(start, stop)` -> uint8 (n, H, W, 3).
-    Reading forward continues the decoder; going back (or far ahead) seeks to the keyframe before and decodes from
-    there. Call `close()` (or use `with`) to release the decoder.
+    Opening reads the container's packets (frame times, count, keyframes: no decoding) and decodes the first frame
+    (size, rotation); `verify()` decodes the whole stream without converting a frame, to find a damaged or
+    truncated file (at once unless `verify=False`: then call it yourself, e.g. while models load). Reading forward
+    continues the decoder; going back (or far ahead) seeks to the keyframe before and decodes from there
+    (`keyframe_before`). `frames_decoded` counts the frames the decoder gave for reads. Call `close()` (or use
+    `with`) to release the decoder.
     """
 
-    def __init__(self, source: MediaSource, name: str | None = None):
+    def __init__(self, source: MediaSource, name: str | None = None, verify: bool = True):
         self.source = source
         self.name = _source_name(source, name)
         self._container = None
         self._frames: Iterator[av.VideoFrame] | None = None
         self._held: av.VideoFrame | None = None
         self._pos = 0
-        self._scan()
+        self.frames_decoded = 0
+        self.verified = False
+        self._probe()
+        if verify:
+            self.verify()
 
-    def _scan(self) -> None:
+    def _probe(self) -> None:
+        """Frame times, count and keyframes from the packets; size and rotation from the first frame."""
         pts: list[int | None] = []
-        last_duration = None
+        durations: list[int | None] = []
+        keyframes: list[bool] = []
         with _open(self.source, self.name) as container:
             stream = _first_video_stream(container, self.name)
-            stream.thread_type = "AUTO"
-            declared = int(stream.frames or 0)
+            self._declared = int(stream.frames or 0)
             self._time_base = Fraction(stream.time_base) if stream.time_base else None
-            nominal = _stream_fps(stream)
-            size = None
+            self._nominal = _stream_fps(stream)
+            try:
+                for packet in container.demux(stream):
+                    if packet.size == 0:
+                        continue  # the demuxer's end-of-stream marker
+                    pts.append(packet.pts)
+                    durations.append(packet.duration)
+                    keyframes.append(bool(packet.is_keyframe))
+            except av.error.FFmpegError as exc:
+                raise MediaError(f"{self.name} is damaged: reading stopped after {len(pts)} frames (PyAV/FFmpeg "
+                                 f"said: {exc}). Repair or export the video again.") from exc
+        if not pts:
+            raise MediaError(f"{self.name} has no decodable video frames: choose another file or export it again")
+        self._check_count(len(pts))
+        with _open(self.source, self.name) as container:
+            stream = container.streams.video[0]
+            try:
+                first = next(container.decode(stream), None)
+            except av.error.FFmpegError as exc:
+                raise MediaError(f"{self.name} is damaged: its first frame cannot be decoded (PyAV/FFmpeg said: "
+                                 f"{exc}). Repair or export the video again.") from exc
+            if first is None:
+                raise MediaError(f"{self.name} has no decodable video frames: choose another file or export it again")
+            turns = (int(round(first.rotation or 0)) // 90) % 4
+            self.frame_size: tuple[int, int] = (first.height, first.width) if turns % 2 == 0 else (first.width,
+                                                                                                  first.height)
+        self._set_timing(pts, durations, keyframes)
+
+    def _check_count(self, count: int) -> None:
+        if self._declared and count < 0.9 * self._declared:
+            raise MediaError(f"{self.name} is truncated: it declares {self._declared} frames but only {count} can be "
+                             "decoded. Copy or export the video again.")
+
+    def _set_timing(self, pts: list, durations: list, keyframes: list[bool] | None) -> None:
+        if self._time_base is None or any(p is None for p in pts) or len(set(pts)) != len(pts):
+            self._pts = None  # no usable timestamps (e.g. a raw stream): constant rate, seek by decoding from 0
+            self.timing = SourceTiming.constant_rate(len(pts), self._nominal or Fraction(25))
+            self._keyframes = np.zeros(1, dtype=np.int64)
+            return
+        order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
+        self._pts = np.asarray(pts, dtype=np.int64)[order]
+        last_duration = durations[int(order[-1])]
+        self.timing = SourceTiming.from_timestamps(self._pts, self._time_base, last_duration or None, self._nominal)
+        if keyframes is None:
+            self._keyframes = np.zeros(1, dtype=np.int64)
+        else:
+            flags = np.asarray(keyframes, dtype=bool)[order]
+            flags[0] = True
+            self._keyframes = np.nonzero(flags)[0]
+
+    def verify(self) -> None:
+        """Decode the whole stream once (no frame converted): a damaged or truncated file is a MediaError naming it.
+        When the decoder's frames are not the packets' (a rare codec), their times replace the packets'."""
+        if self.verified:
+            return
+        pts: list[int | None] = []
+        durations: list[int | None] = []
+        with _open(self.source, self.name) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
             try:
                 for frame in container.decode(stream):
                     pts.append(frame.pts)
-                    last_duration = getattr(frame, "duration", None)
-                    if size is None:
-                        turns = (int(round(frame.rotation or 0)) // 90) % 4
-                        size = (frame.height, frame.width) if turns % 2 == 0 else (frame.width, frame.height)
+                    durations.append(getattr(frame, "duration", None))
             except av.error.FFmpegError as exc:
                 raise MediaError(f"{self.name} is damaged: decoding stopped after {len(pts)} frames (PyAV/FFmpeg "
                                  f"said: {exc}). Repair or export the video again.") from exc
         if not pts:
             raise MediaError(f"{self.name} has no decodable video frames: choose another file or export it again")
-        if declared and len(pts) < 0.9 * declared:
-            raise MediaError(f"{self.name} is truncated: it declares {declared} frames but only {len(pts)} can be "
-                             "decoded. Copy or export the video again.")
-        self.frame_size: tuple[int, int] = size
-        if self._time_base is None or any(p is None for p in pts) or len(set(pts)) != len(pts):
-            self._pts = None  # no usable timestamps (e.g. a raw stream): constant rate, seek by decoding from 0
-            self.timing = SourceTiming.constant_rate(len(pts), nominal or Fraction(25))
-        else:
-            order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
-            self._pts = np.asarray(pts, dtype=np.int64)[order]
-            self.timing = SourceTiming.from_timestamps(self._pts, self._time_base, last_duration, nominal)
+        self._check_count(len(pts))
+        if len(pts) != len(self.timing) or (self._pts is not None and sorted(pts) != self._pts.tolist()):
+            self._set_timing(pts, durations, None)
+        self.verified = True
+
+    def keyframe_before(self, index: int) -> int:
+        """The index of the last keyframe at or before frame `index` (where a seek back lands)."""
+        return int(self._keyframes[np.searchsorted(self._keyframes, int(index), side="right") - 1])
 
     def __len__(self) -> int:
         return len(self.timing)
@@ -231,6 +293,7 @@ class VideoFileSource:
             container.seek(int(self._pts[index]), stream=self._stream, backward=True, any_frame=False)
             self._frames = container.decode(self._stream)
             first = next(self._frames, None)
+            self.frames_decoded += first is not None
             where = int(np.searchsorted(self._pts, first.pts)) if first is not None and first.pts is not None else -1
             if 0 <= where <= index and where < len(self._pts) and self._pts[where] == first.pts:
                 self._pos, self._held = where, first
@@ -246,6 +309,8 @@ class VideoFileSource:
             frame = next(self._frames, None)
         except av.error.FFmpegError as exc:
             raise MediaError(f"{self.name} could not be decoded at frame {self._pos} (PyAV/FFmpeg said: {exc})") from exc
+        if frame is not None:
+            self.frames_decoded += 1
         if frame is None:
             raise MediaError(f"{self.name} ended at frame {self._pos} but had {len(self)} frames when opened: "
                              "was it changed while being read?")
@@ -381,7 +446,9 @@ def _pad_even(frame: np.ndarray) -> np.ndarray:
     return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
 
 
-def _check_output(path: Path, overwrite: bool, inputs: Sequence[str | Path]) -> None:
+def check_output(path: Path, overwrite: bool, inputs: Sequence[str | Path] = ()) -> None:
+    """Refuse an output whose folder is missing, that is a folder, an input, or exists (unless `overwrite`)."""
+    path = Path(path).expanduser()
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output folder does not exist: {path.parent} (create it or choose another output)")
     if path.exists() and path.is_dir():
@@ -487,7 +554,7 @@ class VideoWriter:
                  crf: int = DEFAULT_CRF, overwrite: bool = False, inputs: Sequence[str | Path] = (),
                  log: Callable[[str], None] | None = None, preset: str = DEFAULT_PRESET):
         self.path = Path(path).expanduser()
-        _check_output(self.path, overwrite, inputs)
+        check_output(self.path, overwrite, inputs)
         crf, self.preset = check_settings(crf, preset)
         self.fps = fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(1001)
         if self.fps <= 0:

@@ -83,6 +83,8 @@ def test_bench_quick_prints_every_stage(tmp_path):
     (hd,) = doc["throughput_1080p"]
     assert hd["faces_found"] == hd["frames"] and hd["frame_hw"] == [1080, 1920]
     assert 600 < hd["face_height_px"] < 1080  # the upscaled face is large, as in a close-up 1080p video
+    (close,) = doc["throughput_1080p_closeup"]
+    assert close["faces_found"] == close["frames"] and hd["face_height_px"] < close["face_height_px"] < 1080
 
 
 def _chunk(unet):
@@ -236,3 +238,34 @@ def test_bench_gpu_imports_the_official_model_files_without_their_dependencies(t
             del sys.modules[name]
     with pytest.raises(FileNotFoundError, match="not a checkout of bytedance/LatentSync"):
         gpu.import_official_unet(tmp_path)
+
+
+def test_bench_pipeline_quick_stand_in_runs_serial_and_overlapped(tiny_model_set, tmp_path, capsys):
+    """The tiny CPU configuration of `python -m bench.pipeline` (device stand-in only, 20 frames at 360p): every
+    figure is there, finite and positive; the close-up's face is as large as the bench says."""
+    from bench import pipeline
+
+    out = tmp_path / "pipeline.json"
+    assert pipeline.main(["--quick", "--skip-model", "--models", str(tiny_model_set), "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["quick"] and doc["frame_hw"] == [360, 640]
+    runs = doc["runs"]
+    assert [(r["overlap"], r["stand_in_window_s"]) for r in runs] == [(False, 0.02), (True, 0.02)]
+    for r in runs:
+        assert r["frames"] == 20 and r["faces"] == 20 and r["decoded_frames"] == 20
+        assert _positive(r["fps"]) and _positive(r["limit_fps"]) and r["slowest"] in r["thread_seconds"]
+        assert all(math.isfinite(s) and s >= 0 for s in r["stage_seconds"].values())
+    text = capsys.readouterr().out
+    assert "| overlapped, stand-in 0.02 s/window |" in text and "of the host-side limit" in text
+
+
+def test_bench_pipeline_closeup_face_is_about_1000_px():
+    import numpy as np
+
+    from bench import pipeline
+
+    frame = np.zeros((1, 350, 350, 3), np.uint8)
+    frame[0, 40:310, 100:250] = 200  # the clip's face box: ~270 of 350 px
+    hd = stages.closeup_1080p(frame)
+    rows = np.nonzero(hd[0, :, :, 0].max(1))[0]
+    assert hd.shape == (1, 1080, 1920, 3) and 950 <= rows[-1] - rows[0] + 1 <= 1080

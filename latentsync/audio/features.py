@@ -4,8 +4,8 @@
 the audio: about 0.4 MB per second for whisper-tiny). `AudioFeatureStream` gives the same features (within float
 rounding: the same log-mel, normalised by the maximum of the whole clip as openai-whisper does) while holding only
 the windows in use: the short-time Fourier transform is computed per segment with exactly the samples (and the
-reflection at the ends of the clip) that the whole-clip transform uses, first once to find the clip's maximum, then
-again for each window that frames need.
+reflection at the ends of the clip) that the whole-clip transform uses, once per window (the log-mel is kept: the
+clip's maximum normalises every window).
 """
 from __future__ import annotations
 
@@ -44,8 +44,11 @@ class AudioFeatureStream:
         self._window = torch.hann_window(N_FFT)
         self._cache: dict[int, torch.Tensor] = {}
         self._cache_windows = max(1, int(cache_windows))
-        self.log_max = max(float(self._log_mel(a, min(a + WINDOW_MEL_FRAMES, self.mel_frames)).max())
-                           for a in range(0, self.mel_frames, WINDOW_MEL_FRAMES))
+        # The STFT is computed once: the log-mel of every window is kept (about 1 MB per 30 s, a quarter of the
+        # 16 kHz waveform itself), since the clip's maximum is needed before any window can be normalised.
+        self._mels = [self._log_mel(a, min(a + WINDOW_MEL_FRAMES, self.mel_frames))
+                      for a in range(0, self.mel_frames, WINDOW_MEL_FRAMES)]
+        self.log_max = max(float(mel.max()) for mel in self._mels)
 
     def _log_mel(self, start: int, stop: int) -> torch.Tensor:
         """log10 mel power of mel frames start..stop-1 (n_mels, stop-start): frame k is the STFT frame centred on
@@ -66,7 +69,7 @@ class AudioFeatureStream:
             return self._cache[w]
         a = w * WINDOW_MEL_FRAMES
         b = min(a + WINDOW_MEL_FRAMES, self.mel_frames)
-        mel = self._log_mel(a, b)
+        mel = self._mels[w]
         mel = (torch.maximum(mel, torch.tensor(self.log_max - 8.0)) + 4.0) / 4.0
         mel = F.pad(mel, (0, WINDOW_MEL_FRAMES - (b - a)))
         enc = self.encoder

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .paste import FILL_VALUE, restore_frame
+from .paste import FILL_VALUE, PasteMask, PasteMaskCache, paste_region
+from .resize import resize_lanczos4
 from .similarity import crop_size, face_template, transformation_from_points
 
 
@@ -60,6 +61,7 @@ class FaceAligner:
         self.template = face_template(self.resolution)
         self.crop_wh = crop_size(self.resolution)
         self.p_bias: torch.Tensor | None = None
+        self._masks = PasteMaskCache((self.crop_wh[1], self.crop_wh[0]))
 
     def reset(self) -> None:
         """Forget the smoothing state (call between unrelated videos)."""
@@ -99,10 +101,13 @@ class FaceAligner:
             out.append(crop.permute(0, 2, 3, 1).to(torch.uint8))
         return torch.cat(out) if out else torch.zeros((0, h, w, 3), dtype=torch.uint8, device=self.device)
 
-    def resize_to_model(self, crops: torch.Tensor) -> torch.Tensor:
-        """Crops uint8 (N, H_crop, W_crop, 3) -> uint8 (N, R, R, 3) with cv2 INTER_LANCZOS4 (exact official
-        resampling; runs on the CPU), returned on self.device."""
+    def resize_to_model(self, crops: torch.Tensor, on_device: bool | None = None) -> torch.Tensor:
+        """Crops uint8 (N, H_crop, W_crop, 3) -> uint8 (N, R, R, 3) Lanczos (INTER_LANCZOS4), returned on
+        self.device. On the CPU: cv2 itself (the exact official resampling); on a GPU (or `on_device=True`): the same
+        kernel as two matrix products where the crops are (`resize.resize_lanczos4`, within 1 level of cv2)."""
         r = self.resolution
+        if on_device if on_device is not None else crops.device.type != "cpu":
+            return resize_lanczos4(crops, (r, r)).to(self.device)
         src = crops.cpu().numpy()
         res = [cv2.resize(c, (r, r), interpolation=cv2.INTER_LANCZOS4) for c in src]
         arr = np.stack(res) if res else np.zeros((0, r, r, 3), np.uint8)
@@ -130,27 +135,39 @@ class FaceAligner:
         x = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
         return x.to(self.device, self.dtype)
 
+    def paste_masks(self, matrices: torch.Tensor, frame_hw: tuple[int, int]) -> list[PasteMask]:
+        """The paste region and soft masks of each matrix (N, 2, 3) (OpenCV, on the CPU; reused while a footprint
+        repeats). They depend only on the matrices, so they can be made before the faces exist."""
+        return [self._masks.get(m, frame_hw) for m in matrices]
+
     def restore_crop(self, frames: np.ndarray | torch.Tensor, crop_faces: torch.Tensor,
-                     matrices: torch.Tensor) -> torch.Tensor:
+                     matrices: torch.Tensor, masks: list[PasteMask] | None = None) -> torch.Tensor:
         """Paste crop-size faces (N, 3, H_crop, W_crop) in [-1, 1] into frames uint8 (N, H, W, 3) with the
-        official soft mask; returns uint8 (N, H, W, 3) on self.device (float -> uint8 by truncation)."""
+        official soft mask; returns uint8 (N, H, W, 3) on self.device (float -> uint8 by truncation). Only each
+        crop's paste region is converted and blended (elsewhere the frame is returned as it is); `masks` from
+        `paste_masks` (made here when not given). No step waits for the device, frame by frame."""
         frames = _as_frames(frames)
         n = frames.shape[0]
         if crop_faces.shape[0] != n or matrices.shape[0] != n:
             raise ValueError(f"restore needs as many faces ({crop_faces.shape[0]}) and matrices "
                              f"({matrices.shape[0]}) as frames ({n})")
-        out = torch.empty(frames.shape, dtype=torch.uint8, device=self.device)
-        for i in range(n):
-            frame = frames[i].to(self.device).permute(2, 0, 1).to(self.dtype)
-            face = crop_faces[i].to(self.device, self.dtype)
-            blended = restore_frame(frame, face, matrices[i].to(self.device, self.dtype))
-            out[i] = blended.permute(1, 2, 0).to(torch.uint8)
+        if masks is None:
+            masks = self.paste_masks(matrices, tuple(frames.shape[1:3]))
+        out = frames.to(self.device, copy=True)
+        faces = crop_faces.to(self.device, self.dtype)
+        for i, mask in enumerate(masks):
+            if mask.empty:
+                continue
+            x0, y0, x1, y1 = mask.roi
+            region = out[i, y0:y1, x0:x1].permute(2, 0, 1).to(self.dtype)
+            blended = paste_region(region, faces[i], mask.to(self.device, self.dtype))
+            out[i, y0:y1, x0:x1] = blended.permute(1, 2, 0).to(torch.uint8)
         return out
 
     def restore(self, frames: np.ndarray | torch.Tensor, faces: torch.Tensor,
-                matrices: torch.Tensor) -> torch.Tensor:
+                matrices: torch.Tensor, masks: list[PasteMask] | None = None) -> torch.Tensor:
         """Frames uint8 (N, H, W, 3), generated faces (N, 3, R, R) in [-1, 1], matrices (N, 2, 3) from `align`
         -> frames uint8 (N, H, W, 3) with the faces pasted back (spec §2.12)."""
         if faces.ndim != 4 or faces.shape[1] != 3:
             raise ValueError(f"faces must be (N, 3, R, R), got {tuple(faces.shape)}")
-        return self.restore_crop(frames, self.face_to_crop(faces), matrices)
+        return self.restore_crop(frames, self.face_to_crop(faces), matrices, masks)

@@ -1,7 +1,16 @@
-"""Paste an aligned face back into its frame (the official `AlignRestore.restore_img`, spec §2.12)."""
+"""Paste an aligned face back into its frame (the official `AlignRestore.restore_img`, spec §2.12).
+
+The soft mask depends only on the crop's footprint in the frame (its matrix), never on the face: `paste_mask` computes
+it on the CPU with OpenCV (erosions and a separable Gaussian blur, as the official code's `cv2.erode`) from the exact
+bilinear footprint of an all-ones crop, so the pipeline can prepare it while the model works, and `PasteMaskCache`
+reuses it for frames whose footprint does not change. `soft_paste_mask` is the same recipe in torch (kornia) on any
+device. Paste-back then costs one warp of the crop region (`restore_frame`).
+"""
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
+from dataclasses import dataclass
 
 import cv2
 import kornia
@@ -67,31 +76,113 @@ def footprint_roi(inv_matrix: torch.Tensor, crop_hw: tuple[int, int], frame_hw: 
     return x0, y0, x1, y1
 
 
-def restore_frame(frame: torch.Tensor, face: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+@dataclass
+class PasteMask:
+    """Where and how one crop is pasted: the frame region `roi` (x0, y0, x1, y1), the crop -> region matrix
+    `inv_roi` (1, 2, 3) float32, and the hard (eroded footprint) and soft masks over the region, (1, 1, h, w)."""
+
+    roi: tuple[int, int, int, int]
+    inv_roi: torch.Tensor
+    hard: torch.Tensor
+    soft: torch.Tensor
+
+    @property
+    def empty(self) -> bool:
+        x0, y0, x1, y1 = self.roi
+        return x1 <= x0 or y1 <= y0
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> PasteMask:
+        move = dict(device=device, dtype=dtype, non_blocking=True)
+        return PasteMask(self.roi, self.inv_roi.to(**move), self.hard.to(**move), self.soft.to(**move))
+
+
+def _footprint(matrix: np.ndarray, crop_hw: tuple[int, int], roi: tuple[int, int, int, int]) -> np.ndarray:
+    """The bilinear warp of an all-ones crop (zero padding) into the region, exactly: at a frame pixel whose crop
+    coordinates are (u, v), the in-crop corner weights add up to a(u) * b(v), a(u) = clip(min(u + 1, w - u), 0, 1)."""
+    h, w = crop_hw
+    x0, y0, x1, y1 = roi
+    xs = np.arange(x0, x1, dtype=np.float64)
+    ys = np.arange(y0, y1, dtype=np.float64)[:, None]
+    out = None
+    for row, size in ((matrix[0], w), (matrix[1], h)):
+        coord = (row[0] * xs + (row[1] * ys + row[2])).astype(np.float32)
+        weight = np.minimum(coord + 1.0, size - coord)
+        np.clip(weight, 0.0, 1.0, out=weight)
+        out = weight if out is None else np.multiply(out, weight, out=out)
+    return out
+
+
+def paste_mask(crop_hw: tuple[int, int], matrix: torch.Tensor, frame_hw: tuple[int, int]) -> PasteMask:
+    """The paste region and masks of one crop (crop_hw (h, w)) placed by `matrix` (2, 3) frame -> crop, computed on
+    the CPU (OpenCV erosions and Gaussian blur, float32): the recipe of `soft_paste_mask`."""
+    m = matrix.detach().to("cpu", torch.float32)
+    inv = kornia.geometry.transform.invert_affine_transform(m.unsqueeze(0))
+    roi = footprint_roi(inv, crop_hw, frame_hw)
+    x0, y0, x1, y1 = roi
+    inv_roi = inv.clone()
+    inv_roi[:, 0, 2] -= x0
+    inv_roi[:, 1, 2] -= y0
+    if x1 <= x0 or y1 <= y0:
+        empty = torch.zeros((1, 1, 0, 0))
+        return PasteMask(roi, inv_roi, empty, empty)
+    inv_mask = _footprint(m.double().numpy(), crop_hw, roi)
+    hard = cv2.erode(inv_mask, np.ones((2, 2), np.uint8))  # = kornia's 2x2 erosion (same anchor, border never wins)
+    w_edge = int(float(hard.sum(dtype=np.float64)) ** 0.5) // 20
+    center = erode_rect(torch.from_numpy(hard)[None, None], 2 * w_edge)[0, 0].numpy()
+    blur = 2 * w_edge + 1
+    sigma = 0.3 * ((blur - 1) * 0.5 - 1) + 0.8
+    soft = cv2.GaussianBlur(center, (blur, blur), sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101)
+    return PasteMask(roi, inv_roi, torch.from_numpy(hard)[None, None], torch.from_numpy(soft)[None, None])
+
+
+class PasteMaskCache:
+    """`paste_mask` of the last few footprints: frames whose matrix (and frame size) repeat reuse their masks."""
+
+    def __init__(self, crop_hw: tuple[int, int], size: int = 4):
+        self.crop_hw, self.size = tuple(crop_hw), max(1, int(size))
+        self._masks: OrderedDict[tuple, PasteMask] = OrderedDict()
+        self.hits = 0
+
+    def get(self, matrix: torch.Tensor, frame_hw: tuple[int, int]) -> PasteMask:
+        m = matrix.detach().to("cpu", torch.float32).contiguous()
+        key = (m.numpy().tobytes(), tuple(frame_hw))
+        found = self._masks.get(key)
+        if found is not None:
+            self._masks.move_to_end(key)
+            self.hits += 1
+            return found
+        mask = paste_mask(self.crop_hw, m, frame_hw)
+        self._masks[key] = mask
+        while len(self._masks) > self.size:
+            self._masks.popitem(last=False)
+        return mask
+
+
+def restore_frame(frame: torch.Tensor, face: torch.Tensor, matrix: torch.Tensor,
+                  mask: PasteMask | None = None) -> torch.Tensor:
     """One frame: frame (3, H, W) float 0..255, face (3, h, w) in [-1, 1] at crop size, matrix (2, 3)
     frame -> crop (same dtype/device). Returns the blended frame (3, H, W) float (not yet truncated).
 
     Only the region around the crop footprint is computed (the official code warps and blurs the whole frame;
     outside the footprint its soft mask is 0, so the result there is the frame itself).
     """
-    h, w = frame.shape[-2:]
-    inv = kornia.geometry.transform.invert_affine_transform(matrix.unsqueeze(0))
-    x0, y0, x1, y1 = footprint_roi(inv, tuple(face.shape[-2:]), (h, w))
     out = frame.clone()
-    if x1 <= x0 or y1 <= y0:
+    mask = mask or paste_mask(tuple(face.shape[-2:]), matrix, tuple(frame.shape[-2:]))
+    if mask.empty:
         return out  # the crop lies entirely outside the frame
-    inv_roi = inv.clone()
-    inv_roi[:, 0, 2] -= x0
-    inv_roi[:, 1, 2] -= y0
-    roi_hw = (y1 - y0, x1 - x0)
-    fill = torch.full((3,), FILL_VALUE, device=frame.device, dtype=frame.dtype)
-    inv_face = kornia.geometry.transform.warp_affine(
-        face.unsqueeze(0), inv_roi, roi_hw, mode="bilinear", padding_mode="fill", fill_value=fill
-    )[0]
-    inv_face = (inv_face / 2 + 0.5).clamp(0, 1) * 255
-    hard, soft = soft_paste_mask(tuple(face.shape[-2:]), inv_roi, roi_hw, frame.dtype)
-    pasted = hard[0] * inv_face
-    soft = soft[0]
-    region = frame[:, y0:y1, x0:x1]
-    out[:, y0:y1, x0:x1] = soft * pasted + (1 - soft) * region
+    x0, y0, x1, y1 = mask.roi
+    out[:, y0:y1, x0:x1] = paste_region(frame[:, y0:y1, x0:x1], face, mask.to(frame.device, frame.dtype))
     return out
+
+
+def paste_region(region: torch.Tensor, face: torch.Tensor, mask: PasteMask) -> torch.Tensor:
+    """The blend over a paste region: region (3, h, w) float 0..255, face (3, H_crop, W_crop) in [-1, 1], `mask` on
+    their device and dtype. One warp of the face (kornia bilinear, fill 127) and the soft-mask blend."""
+    fill = torch.full((3,), FILL_VALUE, device=region.device, dtype=region.dtype)
+    inv_face = kornia.geometry.transform.warp_affine(
+        face.unsqueeze(0), mask.inv_roi, tuple(region.shape[-2:]), mode="bilinear", padding_mode="fill",
+        fill_value=fill)[0]
+    inv_face = (inv_face / 2 + 0.5).clamp(0, 1) * 255
+    pasted = mask.hard[0] * inv_face
+    soft = mask.soft[0]
+    return soft * pasted + (1 - soft) * region

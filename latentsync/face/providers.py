@@ -14,3 +14,14 @@ def onnx_providers(device: str = "cpu") -> list:
         providers.append(("CUDAExecutionProvider", {"device_id": int(index)}) if index else "CUDAExecutionProvider")
     providers.append("CPUExecutionProvider")
     return providers
+
+
+def describe_providers(device: str = "cpu") -> str:
+    """Where the face detector runs, in words for the log (and what to install for the GPU)."""
+    providers = onnx_providers(device)
+    if providers[0] == "CUDAExecutionProvider":
+        return "face detection on the GPU (onnxruntime's CUDA provider)"
+    if str(device) != "cpu":
+        return ("face detection on the CPU: onnxruntime has no CUDA provider here (pip install onnxruntime-gpu "
+                "to run it on the GPU)")
+    return "face detection on the CPU"
