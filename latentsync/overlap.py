@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
+import torch
+
 T = TypeVar("T")
 U = TypeVar("U")
 
@@ -119,6 +121,18 @@ def run_stages(items: Iterable[T], work: Callable[[T], U], finish: Callable[[U],
     return dict(timed.seconds)
 
 
+def _in_callers_autograd_mode(fn: Callable[[], None]) -> Callable[[], None]:
+    """`fn` to run in another thread under the caller's grad and inference modes, which are per thread: tensors made
+    by the caller under `torch.inference_mode()` (as ComfyUI runs every node) may only be updated in place there."""
+    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
+    def run() -> None:
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            fn()
+
+    return run
+
+
 def _run(items, work, finish, overlap, depth, poll, poll_interval) -> None:
     if not overlap:
         for item in items:
@@ -155,8 +169,8 @@ def _run(items, work, finish, overlap, depth, poll, poll_interval) -> None:
         except BaseException as exc:  # noqa: BLE001 - handed to the caller, who raises it
             shared.fail(exc)
 
-    threads = [threading.Thread(target=produce, name="latentsync-produce", daemon=True),
-               threading.Thread(target=complete, name="latentsync-finish", daemon=True)]
+    threads = [threading.Thread(target=_in_callers_autograd_mode(produce), name="latentsync-produce", daemon=True),
+               threading.Thread(target=_in_callers_autograd_mode(complete), name="latentsync-finish", daemon=True)]
     for t in threads:
         t.start()
     try:

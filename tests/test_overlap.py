@@ -285,3 +285,21 @@ def test_window_paste_back_from_prepared_masks_within_one_level_of_the_frame_by_
         diff = (out[i].int() - ref.int()).abs()
         assert diff.max() <= 1, (i, int(diff.max()))
         assert int((diff > 0).sum()) < 200, i
+
+
+def test_stage_threads_run_in_the_callers_inference_mode():
+    """ComfyUI runs every node under `torch.inference_mode()`; tensors the caller made there are updated in place by
+    the producer and finisher threads (e.g. the face tracker's matrices), which must run in the same mode."""
+    with torch.inference_mode():
+        state = torch.zeros(4)
+
+        def items():
+            for k in range(4):
+                state[k] = k + 1  # producer: in place on the caller's inference tensor
+                yield k
+
+        def finish(k):
+            state[k] *= 10  # finisher: the same
+
+        run_stages(items(), lambda k: k, finish, overlap=True)
+    assert state.tolist() == [10.0, 20.0, 30.0, 40.0]
