@@ -194,7 +194,8 @@ def test_command_line_runs_the_pipeline_on_a_faked_mps_device(apple_silicon, tin
     with fake:
         code = cli.main(["--video", str(clip), "--out", str(out), "--models", str(tiny_model_set), "--device", "mps",
                          "--face-backend", "offline", "--steps", "1", "--no-download", "--length-mode", "cut_off",
-                         "--dtype", "fp32"])  # fp16 (auto on MPS, checked above) would run emulated here: slow
+                         "--dtype", "fp32",  # fp16 (auto on MPS, checked above) would run emulated here: slow
+                         "--no-overlap"])  # a torch function mode is per thread: every stage in this one, under the fake
     err = capsys.readouterr().err
     assert code == 0, err[-3000:]
     assert out.is_file() and fake.mps_tensors_made > 1000, fake.mps_tensors_made  # the work did run "on MPS"

@@ -34,8 +34,9 @@ def resize_lanczos4(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     n, h_in, w_in, c = images.shape
     h, w = size
     dev = images.device
-    wy = torch.from_numpy(lanczos4_matrix(h_in, h)).to(dev, torch.float32)
-    wx = torch.from_numpy(lanczos4_matrix(w_in, w)).to(dev, torch.float32)
-    x = images.permute(0, 3, 1, 2).to(torch.float32)  # (N, C, H, W)
-    out = torch.matmul(torch.matmul(wy, x), wx.T)
+    # cast on the CPU, then move: MPS has no float64
+    wy = torch.from_numpy(lanczos4_matrix(h_in, h)).float().to(dev)
+    wx = torch.from_numpy(lanczos4_matrix(w_in, w)).float().to(dev)
+    x = images.permute(0, 3, 1, 2).float()  # (N, C, H, W)
+    out = torch.matmul(torch.matmul(wy, x), wx.t())
     return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()

@@ -53,7 +53,8 @@ def make_raw_set(shared_media: Path, folder: Path) -> dict[str, Path]:
     speech = _speech(shared_media, 2 * SECONDS)
     files = {}
     cut = torch.cat([_retime(woman, 15, 25), _zooming_photo(shared_media, SECONDS * 25)])
-    files["cut"] = write_video(folder / "cut.mp4", cut, 25, audio=speech[None], sample_rate=16000)
+    # CRF 10: at 18 the first two frames after the cut came out soft enough for the face filter to drop them
+    files["cut"] = write_video(folder / "cut.mp4", cut, 25, audio=speech[None], sample_rate=16000, crf=10)
     speech_part = speech[: SECONDS * 16000]
     stereo_44k = torch.from_numpy(np.interp(np.arange(SECONDS * 44100) / 44100, np.arange(speech_part.shape[0]) / 16000,
                                             speech_part.numpy())).float()

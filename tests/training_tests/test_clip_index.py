@@ -50,6 +50,7 @@ def test_clip_index_is_computed_once_and_refreshed_when_a_clip_changes(tmp_path,
 
 def test_fill_caches_does_not_read_what_is_cached(tmp_path, monkeypatch):
     clip = Path(tmp_path / "a.mp4")
+    clip.write_bytes(b"a clip")  # cache entries are keyed by the clip's path, size and modification time
     cache = AudioFeatureCache(tmp_path / "mel", tmp_path / "whisper")
     for path in (cache.mel_path(clip), cache.embeds_path(clip)):
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ skipped or replaced and counted, audio features are cached per clip (not per fil
 held-out clips, a non-finite loss stops the run naming the clips, scene cuts use the official detector."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -81,7 +82,7 @@ def test_syncnet_validation_uses_held_out_clips_and_lists_them(training_data, tm
     assert holdout_split(list(reversed(clips)), 0.05, training_data)[1] == held  # independent of the list order
     cfg = load_config("smoke_syncnet", [f"data_dir={training_data}", f"output_dir={tmp_path}"])
     one_process = SimpleNamespace(process_index=0, num_processes=1, is_main_process=True,
-                                  wait_for_everyone=lambda: None)
+                                  wait_for_everyone=lambda: None, main_process_first=contextlib.nullcontext)
     train_set, val_set = build_datasets(cfg, one_process, tmp_path)
     assert val_set.clips.clips == held and not set(val_set.clips.clips) & set(train_set.clips.clips)
     assert (tmp_path / "logs" / "validation_clips.txt").read_text().split() == [str(c) for c in held]
