@@ -182,17 +182,14 @@ class _FrameCache:
         self._frames: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._pos = 0  # where the last read stopped
 
-    def _load(self, start: int, stop: int, keep: int, protect: frozenset[int] = frozenset()) -> None:
-        """Read [start, stop) and drop the least recently used frames beyond `keep`, never one of `protect` (the
-        frames the current request returns)."""
+    def _load(self, start: int, stop: int, keep: int) -> None:
+        """Read [start, stop) and drop the least recently used frames beyond `keep`."""
         block = self.source.read(start, stop)
         for k in range(start, stop):
             self._frames[k] = block[k - start]
             self._frames.move_to_end(k)
-        excess = len(self._frames) - keep
-        if excess > 0:
-            for k in [k for k in self._frames if k not in protect][:excess]:
-                del self._frames[k]
+        while len(self._frames) > keep:
+            self._frames.popitem(last=False)
         self._pos = stop
 
     def get(self, indices: Sequence[int], read_ahead: int = 1) -> torch.Tensor:
@@ -201,18 +198,19 @@ class _FrameCache:
         for i in indices:  # mark the frames at hand as in use first, so that loading the others keeps them
             if i in self._frames:
                 self._frames.move_to_end(i)
-        wanted = frozenset(indices)
         missing = np.array(sorted({i for i in indices if i not in self._frames}), dtype=np.int64)
         for run in np.split(missing, np.nonzero(np.diff(missing) != 1)[0] + 1) if len(missing) else []:
             start, stop = int(run[0]), int(run[-1]) + 1  # each contiguous run of missing frames is read as one block
             if start >= self._pos or not hasattr(self.source, "keyframe_before"):
-                self._load(start, min(len(self.source), max(stop, start + read_ahead)), self.capacity, wanted)
+                self._load(start, min(len(self.source), max(stop, start + read_ahead)), self.capacity)
             else:
                 first = max(0, stop - self.reverse_frames)
                 keyframe = self.source.keyframe_before(start)
                 first = min(start, keyframe if keyframe >= first else first)
-                self._load(first, stop, max(self.capacity, stop - first), wanted)
+                self._load(first, stop, max(self.capacity, stop - first))
         for i in indices:
+            if i not in self._frames:  # dropped by a later block of this request (a long read back): read it again
+                self._load(i, i + 1, self.capacity + len(indices))
             self._frames.move_to_end(i)
         return torch.stack([self._frames[i] for i in indices])
 
