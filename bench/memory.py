@@ -61,8 +61,10 @@ def _face_frames(size: int) -> list[np.ndarray]:
     return frames + frames[::-1]  # ping-pong: no jump when it repeats
 
 
-def make_video(path: Path, seconds: float, fps: int, width: int, height: int) -> None:
-    """`seconds` of H.264 at `fps`: the face clip (scaled to 60 % of the height) on a textured background."""
+def make_video(path: Path, seconds: float, fps: int, width: int, height: int, face_seconds: float | None = None) -> None:
+    """`seconds` of H.264 at `fps`: the face clip (scaled to 60 % of the height) on a textured background; with
+    `face_seconds`, the face is there only in the first and the last `face_seconds` (the background alone between:
+    frames that stream through every stage but the model's)."""
     import av
 
     face = _face_frames(int(height * 0.6) // 2 * 2)
@@ -77,9 +79,11 @@ def make_video(path: Path, seconds: float, fps: int, width: int, height: int) ->
         s = c.add_stream("libx264", rate=fps)
         s.width, s.height, s.pix_fmt = width, height, "yuv420p"
         s.options = {"preset": "ultrafast", "crf": "23"}
+        edge = count if face_seconds is None else int(round(face_seconds * fps))
         for i in range(count):
             frame = background.copy()
-            frame[y0:y0 + fs, x0:x0 + fs] = face[i % len(face)]
+            if i < edge or i >= count - edge:
+                frame[y0:y0 + fs, x0:x0 + fs] = face[i % len(face)]
             c.mux(s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         c.mux(s.encode(None))
 

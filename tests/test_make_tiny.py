@@ -83,14 +83,17 @@ def test_loads_with_the_real_loaders_and_runs(tiny_cli):
     unet = load_unet(tiny_cli / "latentsync/v1.5/latentsync_unet.pt", config=config)
     unet_inferred = load_unet(tiny_cli / "latentsync/v1.5/latentsync_unet.pt")  # config read from shapes alone
     assert unet_inferred.config["block_out_channels"] == config["block_out_channels"] == [32, 32, 32, 32]
+    heads = {"attention_head_dim", "motion_module_kwargs"}  # head counts are not in the shapes: the yaml has them
+    assert {k: v for k, v in unet_inferred.config.items() if k not in heads and k in config} == \
+        {k: v for k, v in config.items() if k not in heads}
+    assert (config["attention_head_dim"], config["motion_module_kwargs"]["num_attention_heads"]) == (1, 1)
+    assert unet_inferred.config["attention_head_dim"] == 8  # what a checkpoint without its yaml gets: the official
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 13, 2, 16, 16, generator=g)
     audio = torch.randn(1, 2, 50, 384, generator=g)
     with torch.no_grad():
         y = unet(x, torch.tensor(501), audio)
-        y2 = unet_inferred(x, torch.tensor(501), audio)
     assert y.shape == (1, 4, 2, 16, 16) and torch.isfinite(y).all() and y.std() > 0
-    torch.testing.assert_close(y, y2)
 
     encoder = WhisperAudioEncoder.from_file(tiny_cli / "latentsync/whisper/tiny.pt", device="cpu")
     feats = encoder.features(0.1 * torch.randn(16000, generator=g))

@@ -287,6 +287,30 @@ def test_window_paste_back_from_prepared_masks_within_one_level_of_the_frame_by_
         assert int((diff > 0).sum()) < 200, i
 
 
+def test_paste_mask_blurred_on_the_device_matches_opencv():
+    """The GPU route of the paste mask (OpenCV footprint and erosions, the Gaussian blur as two 1-D convolutions on
+    the device), forced here on the CPU: the soft masks within float32 rounding of cv2.GaussianBlur's, the pasted
+    frames within one level, for a 1,000 px face, a small one and one partly outside the frame."""
+    gen = torch.Generator().manual_seed(1)
+    cases = [(1 / 3.6, 0.05, 500, 40), (1 / 1.3, 0.3, 30, 10), (1.0, 0.0, -150, 900)]
+    matrices = torch.tensor([[[s * math.cos(a), -s * math.sin(a), -tx * s], [s * math.sin(a), s * math.cos(a),
+                                                                             -ty * s]] for s, a, tx, ty in cases],
+                            dtype=torch.float32)
+    opencv, on_device = FaceAligner(256), FaceAligner(256, blur_on_device=True)
+    assert opencv._masks.blur_device is None and on_device._masks.blur_device == torch.device("cpu")
+    reference, blurred = opencv.paste_masks(matrices, (1080, 1920)), on_device.paste_masks(matrices, (1080, 1920))
+    for ref, dev in zip(reference, blurred):
+        assert ref.roi == dev.roi and ref.soft.shape == dev.soft.shape and ref.soft.numel() > 0
+        torch.testing.assert_close(dev.hard, ref.hard, rtol=0, atol=0)
+        torch.testing.assert_close(dev.soft, ref.soft, rtol=0, atol=2e-6)
+    w, h = opencv.crop_wh
+    frames = torch.randint(0, 256, (len(cases), 1080, 1920, 3), dtype=torch.uint8, generator=gen)
+    faces = torch.rand(len(cases), 3, h, w, generator=gen) * 2 - 1
+    diff = (opencv.restore_crop(frames, faces, matrices, reference).int()
+            - on_device.restore_crop(frames, faces, matrices, blurred).int()).abs()
+    assert int(diff.max()) <= 1 and int((diff > 0).sum()) < 100, (int(diff.max()), int((diff > 0).sum()))
+
+
 def test_stage_threads_run_in_the_callers_inference_mode():
     """ComfyUI runs every node under `torch.inference_mode()`; tensors the caller made there are updated in place by
     the producer and finisher threads (e.g. the face tracker's matrices), which must run in the same mode."""

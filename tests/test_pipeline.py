@@ -15,7 +15,6 @@ import torch
 from conftest import REPO_ROOT, shared_path
 from latentsync.pipeline import LipSyncPipeline, pingpong_indices
 from latentsync.runner import build_pipeline
-from latentsync.tools.make_tiny import make_tiny_model_set
 from latentsync.video_io import read_audio, read_video
 
 CLIP = ("media", "clip_speaking_woman_frontal_350px_15fps.mp4")
@@ -23,10 +22,8 @@ SPEECH = ("media", "speech_cmu_arctic_a0007_16k.wav")
 
 
 @pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny") / "models"
-    make_tiny_model_set(root, resolution=256, seed=0)
-    return root
+def tiny_models(tiny_model_set) -> Path:
+    return tiny_model_set  # the session's set (256 px, seed 0)
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,8 @@ class FaceAligner:
     """Official AlignRestore for resolution R (256 or 512): crop (W, H) = (210, 280) * R/256, template
     [[17, 20], [58, 20], [37.5, 40]] * R/256 * 2.8. Holds the nose-bias smoothing state across calls."""
 
-    def __init__(self, resolution: int, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(self, resolution: int, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 blur_on_device: bool | None = None):
         if resolution <= 0 or resolution % 8:
             raise ValueError(f"resolution must be a positive multiple of 8, got {resolution}")
         self.resolution = int(resolution)
@@ -61,7 +62,10 @@ class FaceAligner:
         self.template = face_template(self.resolution)
         self.crop_wh = crop_size(self.resolution)
         self.p_bias: torch.Tensor | None = None
-        self._masks = PasteMaskCache((self.crop_wh[1], self.crop_wh[0]))
+        if blur_on_device is None:  # the paste mask's Gaussian blur: on a GPU there, elsewhere OpenCV's own
+            blur_on_device = self.device.type == "cuda"
+        self._masks = PasteMaskCache((self.crop_wh[1], self.crop_wh[0]),
+                                     blur_device=self.device if blur_on_device else None)
 
     def reset(self) -> None:
         """Forget the smoothing state (call between unrelated videos)."""
@@ -136,8 +140,9 @@ class FaceAligner:
         return x.to(self.device, self.dtype)
 
     def paste_masks(self, matrices: torch.Tensor, frame_hw: tuple[int, int]) -> list[PasteMask]:
-        """The paste region and soft masks of each matrix (N, 2, 3) (OpenCV, on the CPU; reused while a footprint
-        repeats). They depend only on the matrices, so they can be made before the faces exist."""
+        """The paste region and soft masks of each matrix (N, 2, 3) (OpenCV, on the CPU, but the blur on the device
+        when `blur_on_device`; reused while a footprint repeats). They depend only on the matrices, so they can be
+        made before the faces exist."""
         return [self._masks.get(m, frame_hw) for m in matrices]
 
     def restore_crop(self, frames: np.ndarray | torch.Tensor, crop_faces: torch.Tensor,

@@ -2,8 +2,8 @@
 
 The soft mask depends only on the crop's footprint in the frame (its matrix), never on the face: `paste_mask` computes
 it on the CPU with OpenCV (erosions and a separable Gaussian blur, as the official code's `cv2.erode`) from the exact
-bilinear footprint of an all-ones crop, so the pipeline can prepare it while the model works, and `PasteMaskCache`
-reuses it for frames whose footprint does not change. `soft_paste_mask` is the same recipe in torch (kornia) on any
+bilinear footprint of an all-ones crop (on a GPU the blur, its costly part, runs there), so the pipeline can prepare
+it while the model works, and `PasteMaskCache` reuses it for frames whose footprint does not change. `soft_paste_mask` is the same recipe in torch (kornia) on any
 device. Paste-back then costs one warp of the crop region (`restore_frame`).
 """
 from __future__ import annotations
@@ -112,9 +112,30 @@ def _footprint(matrix: np.ndarray, crop_hw: tuple[int, int], roi: tuple[int, int
     return out
 
 
-def paste_mask(crop_hw: tuple[int, int], matrix: torch.Tensor, frame_hw: tuple[int, int]) -> PasteMask:
+def gaussian_blur_on_device(image: torch.Tensor, ksize: int, sigma: float) -> torch.Tensor:
+    """`cv2.GaussianBlur(image, (ksize, ksize), sigma, borderType=BORDER_REFLECT_101)` of a float32 (H, W) mask on
+    its own device, as two 1-D convolutions with OpenCV's own kernel (`cv2.getGaussianKernel`): a blur whose window
+    is a tenth of the face (101 taps for a 1,000 px face) is the costliest part of the paste mask on the CPU."""
+    k = ksize // 2
+    h, w = image.shape
+    if k == 0:
+        return image.clone()
+    if k >= h or k >= w:  # reflection needs the border to be wider than the window: OpenCV on the CPU
+        out = cv2.GaussianBlur(image.cpu().numpy(), (ksize, ksize), sigma, sigmaY=sigma,
+                               borderType=cv2.BORDER_REFLECT_101)
+        return torch.from_numpy(out).to(image.device)
+    kernel = torch.from_numpy(cv2.getGaussianKernel(ksize, sigma, ktype=cv2.CV_32F)[:, 0].copy()).to(image.device)
+    x = F.pad(image[None, None], (k, k, k, k), mode="reflect")  # torch's reflect is OpenCV's REFLECT_101
+    x = F.conv2d(x, kernel.view(1, 1, 1, ksize))
+    return F.conv2d(x, kernel.view(1, 1, ksize, 1))[0, 0]
+
+
+def paste_mask(crop_hw: tuple[int, int], matrix: torch.Tensor, frame_hw: tuple[int, int],
+               blur_device: torch.device | str | None = None) -> PasteMask:
     """The paste region and masks of one crop (crop_hw (h, w)) placed by `matrix` (2, 3) frame -> crop, computed on
-    the CPU (OpenCV erosions and Gaussian blur, float32): the recipe of `soft_paste_mask`."""
+    the CPU (OpenCV erosions and Gaussian blur, float32): the recipe of `soft_paste_mask`. With `blur_device` (a
+    GPU), the footprint and its erosions stay on the CPU (OpenCV, exact) and the Gaussian blur runs there
+    (`gaussian_blur_on_device`, same kernel, float32 sums in another order); the masks are returned on it."""
     m = matrix.detach().to("cpu", torch.float32)
     inv = kornia.geometry.transform.invert_affine_transform(m.unsqueeze(0))
     roi = footprint_roi(inv, crop_hw, frame_hw)
@@ -131,6 +152,11 @@ def paste_mask(crop_hw: tuple[int, int], matrix: torch.Tensor, frame_hw: tuple[i
     center = erode_rect(torch.from_numpy(hard)[None, None], 2 * w_edge)[0, 0].numpy()
     blur = 2 * w_edge + 1
     sigma = 0.3 * ((blur - 1) * 0.5 - 1) + 0.8
+    if blur_device is not None:
+        device = torch.device(blur_device)
+        soft_t = gaussian_blur_on_device(torch.from_numpy(center).to(device, non_blocking=True), blur, sigma)
+        return PasteMask(roi, inv_roi.to(device), torch.from_numpy(hard).to(device, non_blocking=True)[None, None],
+                         soft_t[None, None])
     soft = cv2.GaussianBlur(center, (blur, blur), sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101)
     return PasteMask(roi, inv_roi, torch.from_numpy(hard)[None, None], torch.from_numpy(soft)[None, None])
 
@@ -138,8 +164,9 @@ def paste_mask(crop_hw: tuple[int, int], matrix: torch.Tensor, frame_hw: tuple[i
 class PasteMaskCache:
     """`paste_mask` of the last few footprints: frames whose matrix (and frame size) repeat reuse their masks."""
 
-    def __init__(self, crop_hw: tuple[int, int], size: int = 4):
+    def __init__(self, crop_hw: tuple[int, int], size: int = 4, blur_device: torch.device | str | None = None):
         self.crop_hw, self.size = tuple(crop_hw), max(1, int(size))
+        self.blur_device = blur_device
         self._masks: OrderedDict[tuple, PasteMask] = OrderedDict()
         self.hits = 0
 
@@ -151,7 +178,7 @@ class PasteMaskCache:
             self._masks.move_to_end(key)
             self.hits += 1
             return found
-        mask = paste_mask(self.crop_hw, m, frame_hw)
+        mask = paste_mask(self.crop_hw, m, frame_hw, self.blur_device)
         self._masks[key] = mask
         while len(self._masks) > self.size:
             self._masks.popitem(last=False)

@@ -13,13 +13,10 @@ from conftest import shared_path
 from training_tests.helpers import PREPARE_ARGS, run_module
 
 @pytest.fixture(scope="session")
-def training_models(tmp_path_factory) -> Path:
-    """The tiny random model set (seed 0): the same files the smoke configs' `models.tiny_seed: 0` writes."""
-    from latentsync.tools.make_tiny import make_tiny_model_set
-
-    root = tmp_path_factory.mktemp("training-models")
-    make_tiny_model_set(root, resolution=256, seed=0)
-    return root
+def training_models(tiny_model_set) -> Path:
+    """The tiny random model set (seed 0): the same files the smoke configs' `models.tiny_seed: 0` writes (the
+    session's set: training only reads it)."""
+    return tiny_model_set
 
 
 @pytest.fixture(scope="session")
