@@ -1,6 +1,7 @@
 """Every UI workflow in workflows/ in the real ComfyUI frontend (Debian Chromium via tests/harness/browser_check.py):
-it loads with no missing node types, the node help page opens, it runs from the page to completion, the pack's web
-extension shows the face report on the node. Screenshots are kept under test-artifacts/browser/."""
+it loads with no missing node types, the node help page opens, the prompt the page would queue is its API twin's
+(which runs over HTTP), and queued from the page it runs to completion and the pack's web extension shows the
+reports on the nodes (PAGE_RUNS). Screenshots are kept under test-artifacts/browser/."""
 from __future__ import annotations
 
 import json
@@ -64,18 +65,62 @@ def test_every_pack_node_type_is_used_by_some_workflow():
     assert sorted(p.stem for p in UI_WORKFLOWS) == sorted(HELP_NODE)
 
 
+# Queued from the page: the workflows whose nodes draw every kind of report of the web extension (the lip-sync VIDEO
+# node, the modular nodes, the score nodes, both loaders' notes; the Images node is queued from the page by
+# test_frames_without_a_face_warn_in_the_ui). For every workflow the page's own prompt (`app.graphToPrompt()`, what
+# Queue sends) must equal its API twin with the same test overrides, and every API twin runs over HTTP
+# (integration/test_workflows_api.py; the video one unchanged by the README's curl example): so each UI workflow is
+# proven to run without queueing all four from a browser (CI time).
+PAGE_RUNS = {"latentsync_modular", "latentsync_score"}
+
+
+def page_overrides() -> dict:
+    return {**cs.TEST_OVERRIDES, ("*", "seed"): BROWSER_SEED}
+
+
+FRONTEND_WIDGETS = {"video-preview", "audioUI"}  # the frontend's own preview widgets, ignored by the server
+
+
+def page_prompt_is_twin(page: dict, twin: dict, object_info: dict) -> None:
+    """The page's prompt has the twin's nodes and every input of the twin with the same value; an input the twin
+    leaves out is an optional input at its default (added to the pack after the twin was exported: the server fills
+    in the same default) or a frontend preview widget."""
+    assert {k: v["class_type"] for k, v in page.items()} == {k: v["class_type"] for k, v in twin.items()}
+    for key, node in twin.items():
+        inputs = page[key]["inputs"]
+        assert {n: inputs.get(n) for n in node["inputs"]} == node["inputs"], (key, node["class_type"])
+        optional = object_info[node["class_type"]]["input"].get("optional", {})
+        for name, value in inputs.items():
+            if name in node["inputs"] or name in FRONTEND_WIDGETS:
+                continue
+            assert name in optional, (key, node["class_type"], name)
+            spec = optional[name][1] if len(optional[name]) > 1 else {}
+            assert value == spec.get("default"), (key, node["class_type"], name, value, spec.get("default"))
+
+
 @pytest.mark.parametrize("workflow", UI_WORKFLOWS, ids=[p.stem for p in UI_WORKFLOWS])
-def test_ui_workflow_loads_runs_from_the_page_and_shows_help(comfy_server, workflow):
-    sets = [*cs.ui_overrides(), f"*.seed={BROWSER_SEED}"]
+def test_ui_workflow_loads_shows_help_and_queues_its_api_twin(comfy_server, workflow):
+    sets = cs.ui_overrides(page_overrides())
     args = [arg for s in sets for arg in ("--set", s)]
-    cs.fresh_caches(comfy_server)  # every node runs (a loader answered from the cache would not report again)
-    rc, report = browser_check(comfy_server, workflow, SHOTS / f"{workflow.stem}.png", "--queue",
-                               "--help-node", HELP_NODE[workflow.stem], *args)
+    queue = workflow.stem in PAGE_RUNS
+    if queue:
+        cs.fresh_caches(comfy_server)  # every node runs (a loader answered from the cache would not report again)
+    rc, report = browser_check(comfy_server, workflow, SHOTS / f"{workflow.stem}.png", "--prompt",
+                               *(["--queue"] if queue else []), "--help-node", HELP_NODE[workflow.stem], *args)
     assert report["missing_node_types"] == [], report["missing_node_types"]
     assert not report["frontend_missing_dialog"], report["dialog_text"]
     assert all(s["changed"] >= 1 for s in report["set_widgets"] if s["name"] != "download_missing"), report["set_widgets"]
     assert report["help"]["ok"], report["help"]
+    twin = cs.adapt_api(cs.load_json(REPO / "workflows" / "api" / workflow.name), page_overrides())
+    page_prompt_is_twin(report["page_prompt"], twin, comfy_server.get("/object_info"))  # what Queue sends
     assert rc == 0, f"browser_check rc {rc}: {json.dumps({k: report.get(k) for k in ('queue_result', 'help')})}"
+    assert own_console_errors(report) == []
+    assert Path(report["screenshot"]).is_file() and Path(report["help"]["screenshot"]).is_file()
+    if queue:
+        check_page_run(comfy_server, workflow, report)
+
+
+def check_page_run(comfy_server, workflow: Path, report: dict) -> None:
     assert report["queue_result"] == "success"
     cs.record_timing(f"browser_{workflow.stem}_total_s", report["total_s"])
 
@@ -107,9 +152,7 @@ def test_ui_workflow_loads_runs_from_the_page_and_shows_help(comfy_server, workf
     (model,) = report["model_reports"]
     assert model["type"] == "LatentSyncModelLoader" and model["info"]["version"] == "1.5", model
     assert model["text"].startswith("LatentSync 1.5 (256 px faces), auto: from the folder name v1.5/"), model
-    assert own_console_errors(report) == []
-    assert Path(report["screenshot"]).is_file() and Path(report["screenshot_after_queue"]).is_file()
-    assert Path(report["help"]["screenshot"]).is_file()
+    assert Path(report["screenshot_after_queue"]).is_file()
 
 
 def test_frames_without_a_face_warn_in_the_ui(comfy_server, tmp_path):
