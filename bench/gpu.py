@@ -360,7 +360,8 @@ def bench_pipeline(size: int, device: str, dtype_name: str, tiny: bool, frames: 
             pipe_unet, pipe_vae, pipe_det = pipe.unet, pipe.vae_codec, pipe.face_detector
             pipe.unet = _Timed(pipe_unet, clock, {}, call_stage="unet")
             pipe.vae_codec = _Timed(pipe_vae, clock, {"encode": "vae_encode", "decode": "vae_decode"})
-            pipe.face_detector = _Timed(pipe_det, clock, {"detect": "detect"})
+            pipe.face_detector = _Timed(pipe_det, clock, {m: "detect" for m in ("detect", "detect_batch")
+                                                          if hasattr(pipe_det, m)})
             source = TensorFrameSource(clip, fps=fps)
             plan = pipe.plan(source.timing, wave, rate, "cut_off")
             options = LipSyncOptions(steps=steps, length_mode="cut_off")

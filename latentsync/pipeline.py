@@ -224,7 +224,10 @@ class FaceTracker:
     """Per source frame, in video order: detect, choose the face (tracking the chosen person), bridge short gaps,
     and compute the (smoothed) alignment matrix. `ensure(k)` makes frames 0..k final, reading at most
     `max_gap + 1` frames further. `status` (NONE / FACE / BRIDGED), `matrices` and `boxes` cover every frame made
-    final so far (a few bytes per frame: the video itself is never held)."""
+    final so far (a few bytes per frame: the video itself is never held).
+
+    A detector with `detect_batch` (same faces as `detect`, frame by frame) gets the frames `ensure(k)` needs in
+    any case, up to k, in batches of at most `WINDOW` frames; the look-ahead past k stays frame by frame."""
 
     def __init__(self, frames: _FrameCache, detector, aligner: FaceAligner, selector: FaceSelector | None = None,
                  max_gap: int = DEFAULT_MAX_GAP, on_detect: Callable[[], None] | None = None):
@@ -241,6 +244,8 @@ class FaceTracker:
         self.final = 0  # frames 0..final-1 are final
         self._thumbs: dict[int, np.ndarray] = {}
         self._last_face = -1
+        self._detect_batch = getattr(detector, "detect_batch", None)
+        self._ahead: dict[int, list] = {}  # faces of frames detected in a batch, not yet taken
 
     def __len__(self) -> int:
         return int(self.status.shape[0])
@@ -250,10 +255,9 @@ class FaceTracker:
         while self.final <= index:
             if self.detected < len(self):
                 k = self.detected
-                frame = self.frames.get([k], read_ahead=4)[0]
-                chosen = self.selector.select(self.detector.detect(frame.numpy()))
+                faces = self._detect(k, index)
+                chosen = self.selector.select(faces)
                 self.detected += 1
-                self._thumbs[k] = _thumbnail(frame)
                 if chosen is None:
                     finished = self.bridger.push(k, None)
                 else:
@@ -265,6 +269,19 @@ class FaceTracker:
             else:
                 for item in list(self.bridger.finish()):
                     self._finalize(item)
+
+    def _detect(self, k: int, index: int) -> list:
+        """Frame k's faces (and its thumbnail kept for `_same_picture`)."""
+        if k not in self._ahead:
+            stop = min(max(k, index) + 1, k + WINDOW) if self._detect_batch is not None else k + 1
+            frames = self.frames.get(list(range(k, stop)), read_ahead=4)
+            if self._detect_batch is not None:
+                self._ahead.update(zip(range(k, stop), self._detect_batch(frames)))
+            else:
+                self._ahead[k] = self.detector.detect(frames[0].numpy())
+            for j, frame in enumerate(frames):
+                self._thumbs[k + j] = _thumbnail(frame)
+        return self._ahead.pop(k)
 
     def _finalize(self, item) -> None:
         k = item.index

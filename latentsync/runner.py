@@ -50,8 +50,7 @@ def build_pipeline(models: Path, version: str = "1.5", face_backend: str = "auto
     `loras`: (LoRA file, strength) pairs merged into the U-Net's weights."""
     from .audio.whisper_encoder import WhisperAudioEncoder
     from .face.backend_choice import choose_face_backend
-    from .face.detector import create_face_detector
-    from .face.providers import describe_providers
+    from .face.detector import create_face_detector, describe_face_detection
     from .face.mask import load_mask
     from .hub import locate_model_set
     from .models.checkpoint import load_unet
@@ -85,7 +84,7 @@ def build_pipeline(models: Path, version: str = "1.5", face_backend: str = "auto
         face_backend, face_dir = choice.backend, choice.models_dir
     detector = _load("face detector", face_dir or face_backend,
                      lambda: create_face_detector(face_backend, models_dir=face_dir, device=device))
-    log(describe_providers(device))
+    log(describe_face_detection(face_backend, device))
     mask = _load("mouth mask", model_set.mask, lambda: load_mask(model_set.mask, resolution))
     pipe = LipSyncPipeline(unet, VAECodec(vae), encoder, detector, mask, resolution, device=device, selector=selector)
     return pipe, model_set.is_tiny

@@ -257,14 +257,20 @@ def choose_face_backend(backend: str, download: bool):
 
 
 def load_face_analyzer(backend: str, download_missing: bool = True) -> LoadedFaceAnalyzer:
-    from ..latentsync.face.detector import create_face_detector  # noqa: PLC0415
+    from ..latentsync.face.detector import (  # noqa: PLC0415
+        TORCH_OFFLINE_DEVICES,
+        create_face_detector,
+        describe_face_detection,
+    )
 
     if backend not in FACE_BACKENDS:
         raise ValueError(f"unknown face backend {backend!r}; choose one of {FACE_BACKENDS}")
     choice = choose_face_backend(backend, download_missing)
     (LOG.warning if choice.requested == "auto" and choice.backend == "offline" else LOG.info)(
         "LatentSync: face analyzer %s", choice.describe())
-    device = "cuda" if runtime.torch_device().type == "cuda" else "cpu"
+    torch_device = runtime.torch_device()
+    device = str(torch_device) if torch_device.type in ("cuda", *TORCH_OFFLINE_DEVICES) else "cpu"
+    LOG.info("LatentSync: %s", describe_face_detection(choice.backend, device))
     key = ("face analyzer", choice.backend, str(choice.models_dir), device)
 
     def load() -> LoadedFaceAnalyzer:

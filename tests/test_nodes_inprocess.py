@@ -405,6 +405,20 @@ def test_face_analyzer_auto_falls_back_to_offline_and_says_why(insightface_folde
     with_download = N["LatentSyncFaceAnalyzerLoader"].execute("auto", True).ui["latentsync_face_backend"][0]
     assert with_download["backend"] == "offline" and "HF_HUB_OFFLINE" in with_download["reason"]
     assert N["LatentSyncFaceAnalyzerLoader"].GET_SCHEMA().inputs[0].default == "auto"
+    assert "LatentSync: face detection on the CPU (onnxruntime)" in caplog.text
+
+
+@pytest.mark.parametrize("device", [torch.device("cuda", 1), torch.device("mps")])
+def test_face_analyzer_offline_on_a_gpu_runs_through_torch_there(device, monkeypatch, caplog):
+    """ComfyUI's device (CUDA or MPS) reaches the offline detector, which the log says runs through torch there."""
+    made = []
+    monkeypatch.setattr(sys.modules[f"{PACK.__name__}.nodes.runtime"], "torch_device", lambda: device)
+    monkeypatch.setattr(sys.modules[f"{PACK.__name__}.latentsync.face.detector"], "create_face_detector",
+                        lambda backend, models_dir=None, device="cpu": made.append((backend, device)) or object())
+    with caplog.at_level("INFO", logger="LatentSync"):
+        N["LatentSyncFaceAnalyzerLoader"].execute("offline", False)
+    assert made == [("offline", str(device))]
+    assert f"face detection on the GPU ({device}, offline RetinaFace through torch)" in caplog.text
 def decoded(video) -> tuple[torch.Tensor, Fraction, dict]:
     """Frames (IMAGE), frame rate and AUDIO of a VIDEO, decoded by ComfyUI itself."""
     comp = video.get_components()
