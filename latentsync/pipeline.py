@@ -593,6 +593,7 @@ class LipSyncPipeline:
                     window.faces = align_faces(frames[idx], window.matrices, aligner)
                     window.audio = audio.windows_at(ticks, plan.base)[idx]
                 yield window
+                del window, frames  # not held while the next window is made (this one may be finished by then)
 
         def sample(window: _Window) -> _Window:
             """The model, in the caller's thread: VAE-encode, denoise, VAE-decode the window's faces."""
@@ -611,10 +612,14 @@ class LipSyncPipeline:
 
         def finish(window: _Window) -> None:
             """Finisher: paste the generated faces back and hand the window to the sink."""
-            out = window.frames
+            out = window.frames  # the window's own copy (cache.get stacks them): pasted into in place
             if len(window.idx):
-                out = out.clone()
-                out[window.idx] = aligner.restore(window.frames[window.idx], window.decoded, window.matrices).cpu()
+                every = len(window.idx) == len(out)
+                restored = aligner.restore(out if every else out[window.idx], window.decoded, window.matrices,
+                                           in_place=True)
+                if not (every and restored.device == out.device):
+                    out[window.idx] = restored.cpu()
+            window.decoded = None
             sink.write(out, window.ticks)
             tracker_progress.advance(1)
 

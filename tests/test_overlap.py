@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+import time
+import weakref
 
 import cv2
 import kornia
@@ -225,6 +227,36 @@ def test_run_stages_keeps_order_and_joins_threads_when_the_caller_fails():
     with pytest.raises(KeyboardInterrupt):
         run_stages(iter(range(100)), work, done.append)
     assert done == [0, 1, 2][:len(done)] and stage_threads() == []
+
+
+@pytest.mark.parametrize("slow", ["work", "finish"])
+def test_run_stages_keeps_at_most_three_windows_alive_at_once(slow):
+    """One being prepared, one at the model, one being finished: memory is flat in the number of windows (no stage
+    holds a window it has handed on, and the producer does not start one while the pipeline is full)."""
+    live, most, lock = set(), [0], threading.Lock()
+
+    def gone(k):
+        with lock:
+            live.discard(k)
+
+    class Window:
+        def __init__(self, k):
+            with lock:
+                live.add(k)
+                most[0] = max(most[0], len(live))
+            weakref.finalize(self, gone, k)
+
+    def pause(window):
+        time.sleep(0.02)
+        return window
+
+    def items():
+        for k in range(10):
+            yield Window(k)
+
+    run_stages(items(), pause if slow == "work" else (lambda w: w), pause if slow == "finish" else (lambda w: None),
+               overlap=True)
+    assert most[0] == 3 and not live
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -38,10 +38,7 @@ def clips(tmp_path_factory):
 def cli_peak(models: Path, video: Path, audio: Path, out: Path) -> int:
     cmd = [sys.executable, "-m", "latentsync", "--video", str(video), "--audio", str(audio), "--out", str(out),
            "--models", str(models), "--face-backend", "offline", "--steps", "1", "--guidance", "1.0",
-           "--device", "cpu", "--no-download", "--report", str(out.with_suffix(".json")),
-           # serial: what this bound covers. Overlapped, the same runs measured +186 MiB from 24 s to 60 s (bound
-           # 176 MiB): a known open defect of the overlapped pipeline, said in the README (issue 13 stays open)
-           "--no-overlap"]
+           "--device", "cpu", "--no-download", "--report", str(out.with_suffix(".json"))]  # overlapped (the default)
     result = peak_rss(cmd, REPO_ROOT, cap=4 * 2**30)
     assert result["rc"] == 0 and not result["tripped"], result["stderr"]
     return result["peak"]

@@ -146,11 +146,13 @@ class FaceAligner:
         return [self._masks.get(m, frame_hw) for m in matrices]
 
     def restore_crop(self, frames: np.ndarray | torch.Tensor, crop_faces: torch.Tensor,
-                     matrices: torch.Tensor, masks: list[PasteMask] | None = None) -> torch.Tensor:
+                     matrices: torch.Tensor, masks: list[PasteMask] | None = None,
+                     in_place: bool = False) -> torch.Tensor:
         """Paste crop-size faces (N, 3, H_crop, W_crop) in [-1, 1] into frames uint8 (N, H, W, 3) with the
         official soft mask; returns uint8 (N, H, W, 3) on self.device (float -> uint8 by truncation). Only each
         crop's paste region is converted and blended (elsewhere the frame is returned as it is); `masks` from
-        `paste_masks` (made here when not given). No step waits for the device, frame by frame."""
+        `paste_masks` (made here when not given). No step waits for the device, frame by frame. `in_place`: frames
+        already on self.device are pasted into and returned (no full-frame copy)."""
         frames = _as_frames(frames)
         n = frames.shape[0]
         if crop_faces.shape[0] != n or matrices.shape[0] != n:
@@ -158,7 +160,7 @@ class FaceAligner:
                              f"({matrices.shape[0]}) as frames ({n})")
         if masks is None:
             masks = self.paste_masks(matrices, tuple(frames.shape[1:3]))
-        out = frames.to(self.device, copy=True)
+        out = frames if in_place and frames.device == self.device else frames.to(self.device, copy=True)
         faces = crop_faces.to(self.device, self.dtype)
         for i, mask in enumerate(masks):
             if mask.empty:
@@ -170,9 +172,9 @@ class FaceAligner:
         return out
 
     def restore(self, frames: np.ndarray | torch.Tensor, faces: torch.Tensor,
-                matrices: torch.Tensor, masks: list[PasteMask] | None = None) -> torch.Tensor:
+                matrices: torch.Tensor, masks: list[PasteMask] | None = None, in_place: bool = False) -> torch.Tensor:
         """Frames uint8 (N, H, W, 3), generated faces (N, 3, R, R) in [-1, 1], matrices (N, 2, 3) from `align`
-        -> frames uint8 (N, H, W, 3) with the faces pasted back (spec §2.12)."""
+        -> frames uint8 (N, H, W, 3) with the faces pasted back (spec §2.12); `in_place`: see `restore_crop`."""
         if faces.ndim != 4 or faces.shape[1] != 3:
             raise ValueError(f"faces must be (N, 3, R, R), got {tuple(faces.shape)}")
-        return self.restore_crop(frames, self.face_to_crop(faces), matrices, masks)
+        return self.restore_crop(frames, self.face_to_crop(faces), matrices, masks, in_place)
