@@ -1,6 +1,7 @@
 """Face alignment / paste-back / mask: parity with the official AlignRestore and checks on real faces."""
 from __future__ import annotations
 
+import math
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -206,3 +207,24 @@ def test_paste_back_of_unchanged_face(res):
             assert diff_c[interior].mean() < 2.0, (name, diff_c[interior].mean())
         print(f"{res} {name}: interior max {diff[interior].max()} mean per channel {diff_c[interior].mean():.2f}, "
               f"edge ring max {diff[(soft > 0) & ~interior].max()}")
+
+
+def test_warp_reads_only_the_region_the_crop_samples_within_one_level_of_the_whole_frame_warp():
+    """warp_to_crop converts only the crop footprint's bounding box to float: the same crops as kornia's warp of the
+    whole frame within the ±1 level of truncation, for a 1,000 px face, rotated ones, one partly and one wholly
+    outside the frame."""
+    aligner = FaceAligner(256)
+    w, h = aligner.crop_wh
+    gen = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (6, 1080, 1920, 3), dtype=torch.uint8, generator=gen)
+    cases = [(1 / 3.6, 0.05, 500, 40), (1 / 3.3, -0.1, 700, 100), (1 / 1.3, 0.3, 30, 10), (1.0, 0.0, -150, 900),
+             (1.0, 0.0, -5000, 0), (1 / 4, 0.7, 1700, 1000)]
+    matrices = torch.tensor([[[s * math.cos(a), -s * math.sin(a), -tx * s], [s * math.sin(a), s * math.cos(a),
+                                                                             -ty * s]] for s, a, tx, ty in cases],
+                            dtype=torch.float32)
+    whole = kornia.geometry.transform.warp_affine(
+        frames.permute(0, 3, 1, 2).float(), matrices, (h, w), mode="bilinear", padding_mode="fill",
+        fill_value=torch.full((3,), 127.0), align_corners=True).permute(0, 2, 3, 1).to(torch.uint8)
+    diff = (aligner.warp_to_crop(frames, matrices).int() - whole.int()).abs()
+    assert int(diff.max()) <= 1
+    assert int((diff[4] > 0).sum()) == 0 and bool((whole[4] == 127).all())  # outside the frame: all fill

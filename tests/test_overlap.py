@@ -316,7 +316,9 @@ def test_window_paste_back_from_prepared_masks_within_one_level_of_the_frame_by_
         ref = _reference_restore(frames[i], faces[i], matrices[i])
         diff = (out[i].int() - ref.int()).abs()
         assert diff.max() <= 1, (i, int(diff.max()))
-        assert int((diff > 0).sum()) < 200, i
+        # the blend covers only where the soft mask is not zero, a smaller region than the reference's: kornia
+        # normalises the face's sample positions by the region's size, so float32 rounding flips a few truncations
+        assert int((diff > 0).sum()) < 0.002 * diff.numel(), (i, int((diff > 0).sum()))
 
 
 def test_paste_mask_blurred_on_the_device_matches_opencv():

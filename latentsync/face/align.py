@@ -8,6 +8,8 @@ does. Kornia's float16 warps on the CPU return garbage, so float16 on the CPU is
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import cv2
@@ -42,6 +44,22 @@ def _as_frames(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     if t.dtype != torch.uint8:
         raise ValueError(f"frames must be uint8, got {t.dtype}")
     return t
+
+
+def _sampled_region(matrix: torch.Tensor, crop_wh: tuple[int, int], frame_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the frame pixels a warp of the (w, h) crop by `matrix` (2, 3) frame -> crop reads, with
+    2 px to spare (bilinear reads the pixel after each sample point), clipped to the frame."""
+    w, h = crop_wh
+    a = matrix[:, :2]
+    if not bool(torch.isfinite(matrix).all()) or abs(float(torch.linalg.det(a))) < 1e-12:
+        return 0, 0, frame_hw[1], frame_hw[0]  # degenerate: read the whole frame, as the warp itself would
+    corners = torch.tensor([[0.0, 0.0], [w - 1.0, 0.0], [0.0, h - 1.0], [w - 1.0, h - 1.0]], dtype=torch.float64)
+    pts = (corners - matrix[:, 2]) @ torch.linalg.inv(a).T
+    lo, hi = pts.min(0).values, pts.max(0).values
+    x0, y0 = max(0, math.floor(float(lo[0])) - 2), max(0, math.floor(float(lo[1])) - 2)
+    x1 = min(frame_hw[1], math.ceil(float(hi[0])) + 3)
+    y1 = min(frame_hw[0], math.ceil(float(hi[1])) + 3)
+    return x0, y0, x1, y1
 
 
 class FaceAligner:
@@ -88,20 +106,27 @@ class FaceAligner:
             out.append(m)
         return torch.stack(out) if out else torch.zeros((0, 2, 3))
 
-    def warp_to_crop(self, frames: np.ndarray | torch.Tensor, matrices: torch.Tensor,
-                     chunk: int = 8) -> torch.Tensor:
+    def warp_to_crop(self, frames: np.ndarray | torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
         """Warp frames uint8 (N, H, W, 3) to crops uint8 (N, H_crop, W_crop, 3) on self.device (bilinear,
-        fill 127, align_corners=True, truncation to uint8)."""
+        fill 127, align_corners=True, truncation to uint8). Only the part of each frame the crop samples (its
+        footprint's bounding box, 2 px more) is converted to float: for a 1080p close-up that is a fifth of the
+        frame. The warp is the same up to float32 rounding of the coordinates (within the ±1 level of truncation)."""
         frames = _as_frames(frames)
         w, h = self.crop_wh
         fill = torch.full((3,), FILL_VALUE, device=self.device, dtype=self.dtype)
         out = []
-        for i in range(0, frames.shape[0], chunk):
-            img = frames[i:i + chunk].to(self.device).permute(0, 3, 1, 2).to(self.dtype)
-            m = matrices[i:i + chunk].to(self.device, self.dtype)
+        for frame, m in zip(frames, matrices):
+            m = m.detach().to("cpu", torch.float64)
+            x0, y0, x1, y1 = _sampled_region(m, (w, h), tuple(frame.shape[:2]))
+            if x1 <= x0 or y1 <= y0:  # the crop samples nothing inside the frame: all fill
+                out.append(torch.full((1, h, w, 3), int(FILL_VALUE), dtype=torch.uint8, device=self.device))
+                continue
+            img = frame[y0:y1, x0:x1].to(self.device).permute(2, 0, 1)[None].to(self.dtype)
+            shifted = m.clone()
+            shifted[:, 2] += m[:, :2] @ torch.tensor([float(x0), float(y0)], dtype=torch.float64)
             crop = kornia.geometry.transform.warp_affine(
-                img, m, (h, w), mode="bilinear", padding_mode="fill", fill_value=fill, align_corners=True
-            )
+                img, shifted[None].to(self.device, self.dtype), (h, w), mode="bilinear", padding_mode="fill",
+                fill_value=fill, align_corners=True)
             out.append(crop.permute(0, 2, 3, 1).to(torch.uint8))
         return torch.cat(out) if out else torch.zeros((0, h, w, 3), dtype=torch.uint8, device=self.device)
 

@@ -149,16 +149,59 @@ def paste_mask(crop_hw: tuple[int, int], matrix: torch.Tensor, frame_hw: tuple[i
     inv_mask = _footprint(m.double().numpy(), crop_hw, roi)
     hard = cv2.erode(inv_mask, np.ones((2, 2), np.uint8))  # = kornia's 2x2 erosion (same anchor, border never wins)
     w_edge = int(float(hard.sum(dtype=np.float64)) ** 0.5) // 20
-    center = erode_rect(torch.from_numpy(hard)[None, None], 2 * w_edge)[0, 0].numpy()
     blur = 2 * w_edge + 1
     sigma = 0.3 * ((blur - 1) * 0.5 - 1) + 0.8
+    # The erosion and the blur are computed only around what is not zero, with margins wider than their windows, so
+    # every value is the one the whole region would give; the region then shrinks to where the soft mask can be
+    # non-zero (outside it the blend returns the frame itself: the same pixels, only not computed).
+    support = _nonzero_box(hard)
+    if support is None:
+        return _empty_mask(roi, inv_roi)
+    sub = _grow(support, max(1, w_edge) + 2, hard.shape)
+    center = np.zeros_like(hard)
+    center[_slices(sub)] = erode_rect(torch.from_numpy(np.ascontiguousarray(hard[_slices(sub)]))[None, None],
+                                      2 * w_edge)[0, 0].numpy()
+    core = _nonzero_box(center)
+    if core is None:
+        return _empty_mask(roi, inv_roi)
+    source, keep = _grow(core, 2 * w_edge + 1, hard.shape), _grow(core, w_edge, hard.shape)
+    inner = tuple(slice(k.start - s.start, k.stop - s.start) for k, s in zip(_slices(keep), _slices(source)))
+    shift_y, shift_x = keep[0], keep[2]
+    roi = (x0 + shift_x, y0 + shift_y, x0 + keep[3], y0 + keep[1])
+    inv_roi[:, 0, 2] -= shift_x
+    inv_roi[:, 1, 2] -= shift_y
+    hard_keep = torch.from_numpy(np.ascontiguousarray(hard[_slices(keep)]))[None, None]
+    center_source = np.ascontiguousarray(center[_slices(source)])
     if blur_device is not None:
         device = torch.device(blur_device)
-        soft_t = gaussian_blur_on_device(torch.from_numpy(center).to(device, non_blocking=True), blur, sigma)
-        return PasteMask(roi, inv_roi.to(device), torch.from_numpy(hard).to(device, non_blocking=True)[None, None],
-                         soft_t[None, None])
-    soft = cv2.GaussianBlur(center, (blur, blur), sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101)
-    return PasteMask(roi, inv_roi, torch.from_numpy(hard)[None, None], torch.from_numpy(soft)[None, None])
+        soft_t = gaussian_blur_on_device(torch.from_numpy(center_source).to(device, non_blocking=True), blur, sigma)
+        return PasteMask(roi, inv_roi.to(device), hard_keep.to(device, non_blocking=True),
+                         soft_t[inner].contiguous()[None, None])
+    soft = cv2.GaussianBlur(center_source, (blur, blur), sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101)
+    return PasteMask(roi, inv_roi, hard_keep, torch.from_numpy(np.ascontiguousarray(soft[inner]))[None, None])
+
+
+def _empty_mask(roi: tuple[int, int, int, int], inv_roi: torch.Tensor) -> PasteMask:
+    """Nothing to blend: a region of no pixels (the frame is returned as it is)."""
+    empty = torch.zeros((1, 1, 0, 0))
+    return PasteMask((roi[0], roi[1], roi[0], roi[1]), inv_roi, empty, empty)
+
+
+def _nonzero_box(a: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1) bounding the non-zero entries of a 2-D array, None when there are none."""
+    rows, cols = np.flatnonzero(a.any(axis=1)), np.flatnonzero(a.any(axis=0))
+    if rows.size == 0:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _grow(box: tuple[int, int, int, int], margin: int, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    y0, y1, x0, x1 = box
+    return max(0, y0 - margin), min(shape[0], y1 + margin), max(0, x0 - margin), min(shape[1], x1 + margin)
+
+
+def _slices(box: tuple[int, int, int, int]) -> tuple[slice, slice]:
+    return slice(box[0], box[1]), slice(box[2], box[3])
 
 
 class PasteMaskCache:
