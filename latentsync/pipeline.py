@@ -467,7 +467,7 @@ class LipSyncReport:
             "variable_frame_rate": not plan.constant, "source_frames": int(self.source_status.shape[0]),
             "output_frames": len(plan), "output_seconds": round(float(plan.duration), 6),
             "audio_seconds": round(float(plan.audio_duration), 6), "coverage": self.coverage(),
-            "decoded_frames": self.decoded_frames, "warnings": list(self.warnings),
+            "decoded_frames": self.decoded_frames, "stage_seconds": self.stage_seconds, "warnings": list(self.warnings),
         }
 
 

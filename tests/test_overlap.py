@@ -111,7 +111,10 @@ def test_overlapped_equals_serial_frame_for_frame(models, detector, speech, mode
     serial_report, serial = stream(pipe, seconds, speech, mode, overlap=False)
     report, overlapped = stream(pipe, seconds, speech, mode, overlap=True)
     assert torch.equal(overlapped, serial)
-    assert report.to_dict() == serial_report.to_dict()
+    timings = {"stage_seconds"}  # the busy seconds of each stage: measured, not the same twice
+    assert ({k: v for k, v in report.to_dict().items() if k not in timings}
+            == {k: v for k, v in serial_report.to_dict().items() if k not in timings})
+    assert set(report.to_dict()["stage_seconds"]) == {"prepare", "model", "finish"}
     assert report.coverage()["processed"] > 0.9 * len(report.plan)
     assert stage_threads() == []
     decoded = report.decoded_frames

