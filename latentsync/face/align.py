@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .paste import FILL_VALUE, PasteMask, PasteMaskCache, paste_region
+from .paste import FILL_VALUE, PasteMask, PasteMaskCache, crop_bounds, paste_region
 from .resize import resize_lanczos4
 from .similarity import crop_size, face_template, transformation_from_points
 
@@ -47,15 +47,13 @@ def _as_frames(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def _sampled_region(matrix: torch.Tensor, crop_wh: tuple[int, int], frame_hw: tuple[int, int]) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1): the frame pixels a warp of the (w, h) crop by `matrix` (2, 3) frame -> crop reads, with
-    2 px to spare (bilinear reads the pixel after each sample point), clipped to the frame."""
+    """(x0, y0, x1, y1): the frame pixels a warp of the (w, h) crop by `matrix` (2, 3) frame -> crop (float64)
+    reads, with 2 px to spare (bilinear reads the pixel after each sample point), clipped to the frame."""
     w, h = crop_wh
-    a = matrix[:, :2]
-    if not bool(torch.isfinite(matrix).all()) or abs(float(torch.linalg.det(a))) < 1e-12:
+    if not bool(torch.isfinite(matrix).all()) or abs(float(torch.linalg.det(matrix[:, :2]))) < 1e-12:
         return 0, 0, frame_hw[1], frame_hw[0]  # degenerate: read the whole frame, as the warp itself would
-    corners = torch.tensor([[0.0, 0.0], [w - 1.0, 0.0], [0.0, h - 1.0], [w - 1.0, h - 1.0]], dtype=torch.float64)
-    pts = (corners - matrix[:, 2]) @ torch.linalg.inv(a).T
-    lo, hi = pts.min(0).values, pts.max(0).values
+    inv = kornia.geometry.transform.invert_affine_transform(matrix[None])
+    lo, hi = crop_bounds(inv, (h, w))
     x0, y0 = max(0, math.floor(float(lo[0])) - 2), max(0, math.floor(float(lo[1])) - 2)
     x1 = min(frame_hw[1], math.ceil(float(hi[0])) + 3)
     y1 = min(frame_hw[0], math.ceil(float(hi[1])) + 3)

@@ -3,7 +3,8 @@
 The soft mask depends only on the crop's footprint in the frame (its matrix), never on the face: `paste_mask` computes
 it on the CPU with OpenCV (erosions and a separable Gaussian blur, as the official code's `cv2.erode`) from the exact
 bilinear footprint of an all-ones crop (on a GPU the blur, its costly part, runs there), so the pipeline can prepare
-it while the model works, and `PasteMaskCache` reuses it for frames whose footprint does not change. `soft_paste_mask` is the same recipe in torch (kornia) on any
+it while the model works, and `PasteMaskCache` reuses it for frames whose footprint does not change.
+`soft_paste_mask` is the same recipe in torch (kornia) on any
 device. Paste-back then costs one warp of the crop region (`restore_frame`).
 """
 from __future__ import annotations
@@ -59,15 +60,22 @@ def soft_paste_mask(crop_hw: tuple[int, int], inv_matrix: torch.Tensor, frame_hw
     return hard, soft
 
 
+def crop_bounds(inv_matrix: torch.Tensor, crop_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lowest, highest) frame (x, y), float64, of the crop's corner pixels placed by `inv_matrix` (1, 2, 3)
+    crop -> frame: the bounding box of its footprint."""
+    h, w = crop_hw
+    corners = torch.tensor([[0.0, 0.0, 1.0], [w - 1.0, 0.0, 1.0], [0.0, h - 1.0, 1.0], [w - 1.0, h - 1.0, 1.0]],
+                           dtype=torch.float64)
+    pts = corners @ inv_matrix[0].cpu().double().T  # on the CPU first: MPS has no float64
+    return pts.min(0).values, pts.max(0).values
+
+
 def footprint_roi(inv_matrix: torch.Tensor, crop_hw: tuple[int, int], frame_hw: tuple[int, int]) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) frame region that holds everything the paste can change: the crop footprint's bounding
     box plus a margin larger than the erosion + blur reach (w_edge <= sqrt(area) / 20), clipped to the frame."""
     h, w = crop_hw
-    corners = torch.tensor([[0.0, 0.0, 1.0], [w - 1.0, 0.0, 1.0], [0.0, h - 1.0, 1.0], [w - 1.0, h - 1.0, 1.0]],
-                           dtype=torch.float64)
-    inv = inv_matrix[0].cpu().double()  # on the CPU first: MPS has no float64
-    pts = corners @ inv.T
-    lo, hi = pts.min(0).values, pts.max(0).values
+    inv = inv_matrix[0].cpu().double()
+    lo, hi = crop_bounds(inv_matrix, crop_hw)
     margin = 3 * (math.isqrt(int(w * h * float(torch.det(inv[:, :2]).abs()) + 1)) // 20) + 8
     x0 = max(0, int(math.floor(lo[0])) - margin)
     y0 = max(0, int(math.floor(lo[1])) - margin)
@@ -144,8 +152,7 @@ def paste_mask(crop_hw: tuple[int, int], matrix: torch.Tensor, frame_hw: tuple[i
     inv_roi[:, 0, 2] -= x0
     inv_roi[:, 1, 2] -= y0
     if x1 <= x0 or y1 <= y0:
-        empty = torch.zeros((1, 1, 0, 0))
-        return PasteMask(roi, inv_roi, empty, empty)
+        return _empty_mask(roi, inv_roi)
     inv_mask = _footprint(m.double().numpy(), crop_hw, roi)
     hard = cv2.erode(inv_mask, np.ones((2, 2), np.uint8))  # = kornia's 2x2 erosion (same anchor, border never wins)
     w_edge = int(float(hard.sum(dtype=np.float64)) ** 0.5) // 20
