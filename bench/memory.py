@@ -61,10 +61,11 @@ def _face_frames(size: int) -> list[np.ndarray]:
     return frames + frames[::-1]  # ping-pong: no jump when it repeats
 
 
-def make_video(path: Path, seconds: float, fps: int, width: int, height: int, face_seconds: float | None = None) -> None:
+def make_video(path: Path, seconds: float, fps: int, width: int, height: int, face_seconds: float | None = None,
+               face_at_start: bool = True) -> None:
     """`seconds` of H.264 at `fps`: the face clip (scaled to 60 % of the height) on a textured background; with
-    `face_seconds`, the face is there only in the first and the last `face_seconds` (the background alone between:
-    frames that stream through every stage but the model's)."""
+    `face_seconds`, the face is there only in the first (unless not `face_at_start`) and the last `face_seconds` (the
+    background alone between: frames that stream through every stage but the model's)."""
     import av
 
     face = _face_frames(int(height * 0.6) // 2 * 2)
@@ -82,7 +83,7 @@ def make_video(path: Path, seconds: float, fps: int, width: int, height: int, fa
         edge = count if face_seconds is None else int(round(face_seconds * fps))
         for i in range(count):
             frame = background.copy()
-            if i < edge or i >= count - edge:
+            if (face_at_start and i < edge) or i >= count - edge:
                 frame[y0:y0 + fs, x0:x0 + fs] = face[i % len(face)]
             c.mux(s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         c.mux(s.encode(None))

@@ -21,6 +21,7 @@ MAX_BATCH_SIZE = 16
 _DIFFUSERS_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 _SINGLE_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 _LDM_PREFIXES = ("first_stage_model.", "vae.")
+NORM_GROUPS_METADATA = "norm_num_groups"  # safetensors metadata key: the group count, which shapes do not give
 
 
 class VAELoadError(ValueError):
@@ -46,7 +47,8 @@ def load_vae(
     - folder: ``config.json`` + ``diffusion_pytorch_model.safetensors`` (or ``.bin``);
     - single file (``.safetensors``/``.pt``/``.ckpt``): LDM key names (e.g. ``vae-ft-mse-840000-ema-pruned``, also a
       whole SD checkpoint with ``first_stage_model.`` keys) or diffusers key names. The architecture is the SD-1.5
-      VAE config with widths/depth/channels read from the tensor shapes (``config`` overrides it). Keys of other
+      VAE config with widths/depth/channels read from the tensor shapes and the norm group count from the
+      safetensors metadata key ``norm_num_groups`` when the file has it, else 32 (``config`` overrides it). Keys of other
       networks in the same file are ignored (the tiny model set's file also holds a TAESD for ComfyUI's Load VAE);
       a file with only TAESD keys is refused with a clear message.
     The model is returned in eval mode on ``device`` with ``dtype``.
@@ -105,7 +107,8 @@ def _is_ldm_layout(state: dict[str, torch.Tensor]) -> bool:
 def infer_vae_config(state: dict[str, torch.Tensor], base: dict[str, Any] | None = None) -> dict[str, Any]:
     """SD-1.5 VAE config with block widths, depth and channel counts read from a state dict (LDM or diffusers keys).
 
-    ``norm_num_groups`` cannot be read from shapes; it stays at the base value (32).
+    ``norm_num_groups`` cannot be read from shapes; it stays at the base value (32; a single file may state it in its
+    metadata, see `load_vae`).
     """
     config = copy.deepcopy(base) if base is not None else sd15_vae_config()
     ldm = _is_ldm_layout(state)
@@ -131,9 +134,29 @@ def infer_vae_config(state: dict[str, torch.Tensor], base: dict[str, Any] | None
     return config
 
 
+def _norm_groups_in_metadata(path: Path) -> int | None:
+    """The norm group count a safetensors file states in its metadata (the tiny model set's VAE does), else None."""
+    if path.suffix.lower() != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        value = (f.metadata() or {}).get(NORM_GROUPS_METADATA)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise VAELoadError(f"VAE file {path}: metadata {NORM_GROUPS_METADATA}={value!r} is not a whole number") from None
+
+
 def _load_single_file(path: Path, config: dict[str, Any] | None) -> AutoencoderKL:
     state = _strip_vae_prefix(_read_state_dict(path))
-    config = config if config is not None else infer_vae_config(state)
+    if config is None:
+        config = infer_vae_config(state)
+        groups = _norm_groups_in_metadata(path)
+        if groups is not None:
+            config["norm_num_groups"] = groups
     vae = AutoencoderKL(**{k: v for k, v in config.items() if not k.startswith("_")})
     if _is_ldm_layout(state):
         from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint

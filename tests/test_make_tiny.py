@@ -100,7 +100,8 @@ def test_loads_with_the_real_loaders_and_runs(tiny_cli):
     assert feats.shape == (50, 5, 384) and torch.isfinite(feats).all()
 
     vae = load_vae(tiny_cli / "vae/vae-ft-mse-840000-ema-pruned.safetensors")  # its SD-VAE keys
-    assert list(vae.config.block_out_channels) == [32, 32, 32, 32]
+    assert list(vae.config.block_out_channels) == [8, 8, 8, 8]
+    assert vae.config.norm_num_groups == 8  # from the file's metadata (a file without it gets SD's 32)
     codec = VAECodec(vae, generator=torch.Generator().manual_seed(1))
     z = codec.encode(torch.rand(1, 3, 256, 256, generator=g) * 2 - 1)
     assert z.shape == (1, 4, 32, 32)

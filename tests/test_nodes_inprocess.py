@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
-import subprocess
+import shutil
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -67,12 +67,9 @@ LOADERS = sys.modules[f"{PACK.__name__}.nodes.loaders"]
 
 
 @pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory):
-    """The tiny random model set, registered as extra ComfyUI model folders (as extra_model_paths would)."""
-    out = tmp_path_factory.mktemp("tiny") / "models"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    subprocess.run([sys.executable, "-m", "latentsync.tools.make_tiny", "--out", str(out)], check=True, env=env,
-                   cwd=str(REPO), capture_output=True, timeout=600)
+def tiny_models(tiny_model_set):
+    """The session's tiny random model set, registered as extra ComfyUI model folders (as extra_model_paths would)."""
+    out = tiny_model_set
     folder_paths.add_model_folder_path("latentsync", str(out / "latentsync"), is_default=True)
     folder_paths.add_model_folder_path("vae", str(out / "vae"), is_default=True)
     return out
@@ -321,8 +318,6 @@ def test_loaders_cache_and_share_loaded_models(loaded):
 def test_loader_merges_a_lora_with_its_strength(loaded, tiny_models):
     """The optional lora input merges a LoRA file from models/latentsync/loras/ into the U-Net: strength 0 gives the
     base weights exactly, other strengths move the adapted projections by strength x B @ A."""
-    from latentsync.models.lora import save_lora
-
     base_model = loaded[0]
     base = {k: v.clone() for k, v in base_model.patcher.model.diffusion_model.state_dict().items()}
     key = "up_blocks.1.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.to_q"
@@ -330,8 +325,17 @@ def test_loader_merges_a_lora_with_its_strength(loaded, tiny_models):
     width = base[key + ".weight"].shape[1]
     adapter = {key + ".lora_A.weight": torch.randn(2, width, generator=g),
                key + ".lora_B.weight": torch.randn(base[key + ".weight"].shape[0], 2, generator=g)}
-    folder = tiny_models / "latentsync" / "loras"
-    folder.mkdir(exist_ok=True)
+    folder = tiny_models / "latentsync" / "loras"  # the session's tiny set: removed again below
+    folder.mkdir()
+    try:
+        check_lora_strengths(base_model, base, adapter, key, folder)
+    finally:
+        shutil.rmtree(folder)
+
+
+def check_lora_strengths(base_model, base: dict, adapter: dict, key: str, folder: Path) -> None:
+    from latentsync.models.lora import save_lora
+
     save_lora(folder / "person.safetensors", adapter, rank=2, alpha=2, target_modules=["to_q"])
     assert "loras/person.safetensors" in LOADERS.lora_choices()
     assert "loras/person.safetensors" not in LOADERS.unet_choices()

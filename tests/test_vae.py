@@ -174,3 +174,28 @@ def test_tiny_set_vae_file_holds_an_sd_vae_for_the_library_and_a_taesd_for_comfy
     save_file(taesd_state_dict(taesd), str(tmp_path / "taesd_only.safetensors"))
     with pytest.raises(VAELoadError, match="TAESD"):
         load_vae(tmp_path / "taesd_only.safetensors")
+
+
+def test_norm_group_count_comes_from_the_files_metadata(tmp_path):
+    """Group counts are not in the shapes: the tiny set's file states its own (8) in the safetensors metadata, and
+    the loaded VAE computes what the saved one computes; a file without the key gets SD's 32."""
+    from diffusers import AutoencoderTiny
+
+    from latentsync.tools.make_tiny import VAE_TINY
+    from latentsync.tools.tiny_vae import save_tiny_vae_file
+
+    torch.manual_seed(0)  # test-only: the random init of the small models
+    sd_vae, taesd = AutoencoderKL(**VAE_TINY).eval(), AutoencoderTiny().eval()
+    path = save_tiny_vae_file(tmp_path / "tiny.safetensors", sd_vae, taesd)
+    loaded = load_vae(path)
+    assert loaded.config.norm_num_groups == VAE_TINY["norm_num_groups"] == 8
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode(x).latent_dist.mean, sd_vae.encode(x).latent_dist.mean,
+                                   rtol=0, atol=0)
+    wide = AutoencoderKL(**TINY).eval()
+    save_file(dict(wide.state_dict()), str(tmp_path / "plain.safetensors"))
+    assert load_vae(tmp_path / "plain.safetensors").config.norm_num_groups == 32
+    save_file(dict(wide.state_dict()), str(tmp_path / "bad.safetensors"), metadata={"norm_num_groups": "many"})
+    with pytest.raises(VAELoadError, match="norm_num_groups='many' is not a whole number"):
+        load_vae(tmp_path / "bad.safetensors")

@@ -8,7 +8,8 @@ about 3 s per 256 px frame on a 2-core CPU. What ComfyUI does load at any size i
 (``taesd_encoder.*``, ``taesd_decoder.*``, ``vae_scale``, ``vae_shift``: checked before the SD keys), a ~2.4 M
 parameter autoencoder of the same 4-channel latent space. Our own loader (`latentsync.vae.load_vae`, the command
 line) reads the SD-VAE keys of the same file (LDM names, as the real file has them; widths read from the shapes),
-a narrow AutoencoderKL that is ~20x cheaper than TAESD on the CPU. So:
+a narrow AutoencoderKL (8 channels per level, 8 norm groups: the group count, which the shapes do not give, is in
+the file's safetensors metadata as ``norm_num_groups``) that is ~7x cheaper than TAESD on the CPU. So:
 
     taesd_encoder.* / taesd_decoder.* / vae_scale / vae_shift     what ComfyUI's Load VAE uses
     encoder.* / decoder.* / quant_conv.* / post_quant_conv.*        what latentsync.vae.load_vae uses
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+
+from ..vae import NORM_GROUPS_METADATA
 
 SD15_SCALING = 0.18215
 
@@ -71,5 +74,6 @@ def save_tiny_vae_file(path: Path, sd_vae, taesd) -> Path:
     clash = set(state) & set(tiny)
     if clash:
         raise ValueError(f"key clash between the two VAEs: {sorted(clash)[:5]}")
-    save_file({**state, **tiny}, str(path), metadata={"format": "pt"})
+    metadata = {"format": "pt", NORM_GROUPS_METADATA: str(sd_vae.config.norm_num_groups)}
+    save_file({**state, **tiny}, str(path), metadata=metadata)
     return path
