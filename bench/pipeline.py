@@ -18,7 +18,8 @@ stage (frames / its busy seconds); with the stand-in, overlapped should reach at
 
 --before DIR: the command line end to end (`python -m latentsync ... --steps 1`, process start included) in this
 checkout and in DIR (a checkout of the code before issue 13: `git worktree add --detach DIR 80d02c7`), alternated
---repeat times, on the same input: frames/s of each and the ratio.
+--repeat times, on the same input and the same models (without --models: the tiny set DIR's own make_tiny writes,
+which both read): frames/s of each and the ratio.
 
 Timings are measured, never asserted (tests/test_bench_smoke.py runs `--quick`).
 """
@@ -351,8 +352,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.before is not None:
             if args.models is None and args.resolution != 256:
                 raise SystemExit("--before needs the 256 px tiny set (drop --quick)")
-            doc["command_line"] = before_after(args.before.resolve(), video, audio, frames, models, tmp, args.steps,
-                                               args.repeat)
+            cli_models = models
+            if args.models is None:  # older code cannot read a newer tiny set (its VAE's group count): both sides run
+                from bench.memory import make_models  # on the set the older checkout writes
+
+                cli_models = tmp / "models_before"
+                make_models(args.before.resolve(), cli_models)
+            doc["command_line"] = before_after(args.before.resolve(), video, audio, frames, cli_models, tmp,
+                                               args.steps, args.repeat)
             cl = doc["command_line"]
             log(f"\ncommand line, {frames} frames: before {cl['fps']['before']:.2f} fps, after {cl['fps']['after']:.2f} "
                 f"fps: {cl['speedup']:.2f}x")

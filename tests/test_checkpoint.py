@@ -53,8 +53,9 @@ def test_bare_state_dict_and_dtype(tiny, tmp_path):
     torch.save(tiny.state_dict(), path)
     loaded = load_unet(path, config=tiny.config, dtype=torch.bfloat16)
     assert loaded.dtype == torch.bfloat16
+    got = loaded.state_dict()
     for k, v in tiny.state_dict().items():
-        assert torch.equal(loaded.state_dict()[k], v.to(torch.bfloat16)), k
+        assert torch.equal(got[k], v.to(torch.bfloat16)), k
 
 
 def test_missing_pe_buffers_are_recomputed(tiny, tmp_path):

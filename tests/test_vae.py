@@ -169,8 +169,9 @@ def test_tiny_set_vae_file_holds_an_sd_vae_for_the_library_and_a_taesd_for_comfy
     keys = set(load_file(str(path)))
     assert {"vae_scale", "vae_shift", "taesd_decoder.1.weight", "encoder.conv_in.weight"} <= keys
     loaded = load_vae(path)
+    saved = sd_vae.state_dict()
     for k, v in loaded.state_dict().items():
-        torch.testing.assert_close(v, sd_vae.state_dict()[k], rtol=0, atol=0, msg=k)
+        torch.testing.assert_close(v, saved[k], rtol=0, atol=0, msg=k)
     save_file(taesd_state_dict(taesd), str(tmp_path / "taesd_only.safetensors"))
     with pytest.raises(VAELoadError, match="TAESD"):
         load_vae(tmp_path / "taesd_only.safetensors")

@@ -343,9 +343,9 @@ README = REPO / "README.md"
 README_HTTP_SECTION = "### Queue a workflow over HTTP"
 SHIPPED_VIDEO_API = REPO / "workflows" / "api" / "latentsync_video.json"
 # In the test server the demo speech (4.0 s) is cut to its first SHIPPED_SECONDS under its own name (CI time: the
-# shipped workflow runs 20 steps, and ComfyUI's VAE on the tiny set costs about a second per frame): two windows.
-SHIPPED_SECONDS = 1.2
-SHIPPED_FRAMES = 18  # 1.2 s at the clip's 15 fps: a whole window of 16 frames and a last one of 2
+# shipped workflow runs 20 steps, and ComfyUI's VAE on the tiny set costs about a second per frame).
+SHIPPED_SECONDS = 1.0
+SHIPPED_FRAMES = 15  # 1.0 s at the clip's 15 fps: one window
 OWN_FILES_SECONDS = 0.2  # the "user's" speech for the README's own-files example: 3 frames (CI time)
 
 

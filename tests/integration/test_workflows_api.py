@@ -68,7 +68,7 @@ SHIPPED = "latentsync_video"
 @pytest.mark.slow
 def test_shipped_video_workflow_runs_unchanged(comfy_server):
     """workflows/api/latentsync_video.json posted as it is (by the README's curl example): the demo clip lip-synced
-    to the demo speech (in the test server its first 1.2 s: 18 frames at 15 fps, two windows), the face analyzer's
+    to the demo speech (in the test server its first 1.0 s: 15 frames at 15 fps), the face analyzer's
     `auto` on the offline detector, and why."""
     run = cs.readme_http_run(comfy_server)
     assert run.entry, f"no history entry for the curl run: {run.curl.stdout[-2000:]}\n{run.curl.stderr[-2000:]}"
