@@ -35,10 +35,10 @@ PYTHON = comfy_serve.PYTHON
 VIDEO = "clip_speaking_woman_frontal_350px_15fps.mp4"
 SPEECH = "speech_cmu_arctic_a0009_16k.wav"
 SPEECH_LONG = "speech_cmu_arctic_a0007_16k.wav"
-SPEECH_SHORT = "speech_cmu_arctic_a0009_16k_first0.6s.wav"  # made by the fixture: the first 0.6 s of SPEECH
+SPEECH_SHORT = "speech_cmu_arctic_a0009_16k_first0.4s.wav"  # made by the fixture: the first 0.4 s of SPEECH
 MEDIA = (VIDEO, SPEECH, SPEECH_LONG, "face_astronaut_skimage.png")
 OFFICIAL_VAE = "vae-ft-mse-840000-ema-pruned.safetensors"  # in the tiny set: a random TAESD for ComfyUI's Load VAE
-SHORT_SECONDS = 0.6
+SHORT_SECONDS = 0.4
 
 
 def http_json(url: str, data: dict | None = None, timeout: float = 30):
@@ -185,14 +185,14 @@ if __name__ == "__main__":  # manual use: start a server like the tests do and p
 
 # ---------------------------------------------------------------------------------------------------------------
 # What the tests change in the shipped workflows that they do not run as shipped (the one-node video workflow runs
-# unchanged, see test_readme_http.py): the audio and the step count, so a run is one 9-frame window (a few seconds on a
+# unchanged, see test_readme_http.py): the audio and the step count, so a run is one 6-frame window (a few seconds on a
 # 2-core CPU instead of about 100 s). Everything else - media, model files, face backend `auto`, downloads on - is as
 # shipped: the tiny set has the official file names, the server is offline like `make serve` without the model hub.
 # Keys: (class_type or "*", input name).
 
 TEST_STEPS = 3
 TEST_OVERRIDES: dict[tuple[str, str], object] = {
-    ("LoadAudio", "audio"): SPEECH_SHORT,  # 0.6 s of real speech: 9 frames at 15 fps, one window
+    ("LoadAudio", "audio"): SPEECH_SHORT,  # 0.4 s of real speech: 6 frames at 15 fps, one window
     ("*", "steps"): TEST_STEPS,
 }
 
@@ -232,7 +232,7 @@ def record_timing(key: str, value) -> None:
 # checks shared by the API, cancel and browser tests
 
 FPS = Fraction(15)  # the shared clip's frame rate
-EXPECTED_FRAMES = round(SHORT_SECONDS * FPS)  # output = as long as the audio: 0.6 s at 15 fps = 9 frames
+EXPECTED_FRAMES = round(SHORT_SECONDS * FPS)  # output = as long as the audio: 0.4 s at 15 fps = 6 frames
 
 
 def fresh_caches(server) -> None:
@@ -279,12 +279,12 @@ def assert_success(entry: dict, server) -> None:
         raise AssertionError(f"prompt failed: {detail or status}\n--- server log ---\n{server.log_tail()}")
 
 
-FACELESS_ORDER = [0, 1, 1, 0, 0, 1, 1, 0, 0]  # ping-pong over [photo, black frame] for 9 output frames
+FACELESS_ORDER = [0, 1, 1, 0, 0, 1]  # ping-pong over [photo, black frame] for 6 output frames
 FACELESS_SAVE_NODE = "10"
 
 
 def faceless_prompt(seed: int) -> dict:
-    """API prompt: [real photo with a face, black frame] + 0.6 s of speech -> Lip Sync (Images) -> Save Image."""
+    """API prompt: [real photo with a face, black frame] + 0.4 s of speech -> Lip Sync (Images) -> Save Image."""
     return {
         "1": {"class_type": "LoadImage", "inputs": {"image": "face_astronaut_skimage.png"}},
         "2": {"class_type": "EmptyImage", "inputs": {"width": 512, "height": 512, "batch_size": 1, "color": 0}},
