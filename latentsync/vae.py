@@ -48,9 +48,9 @@ def load_vae(
     - single file (``.safetensors``/``.pt``/``.ckpt``): LDM key names (e.g. ``vae-ft-mse-840000-ema-pruned``, also a
       whole SD checkpoint with ``first_stage_model.`` keys) or diffusers key names. The architecture is the SD-1.5
       VAE config with widths/depth/channels read from the tensor shapes and the norm group count from the
-      safetensors metadata key ``norm_num_groups`` when the file has it, else 32 (``config`` overrides it). Keys of other
-      networks in the same file are ignored (the tiny model set's file also holds a TAESD for ComfyUI's Load VAE);
-      a file with only TAESD keys is refused with a clear message.
+      safetensors metadata key ``norm_num_groups`` when the file has it, else 32 (``config`` overrides it). Keys
+      of other networks in the same file are ignored (the tiny model set's file also holds a TAESD for ComfyUI's
+      Load VAE); a file with only TAESD keys is refused with a clear message.
     The model is returned in eval mode on ``device`` with ``dtype``.
     """
     path = Path(path).expanduser()
@@ -147,7 +147,8 @@ def _norm_groups_in_metadata(path: Path) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise VAELoadError(f"VAE file {path}: metadata {NORM_GROUPS_METADATA}={value!r} is not a whole number") from None
+        raise VAELoadError(
+            f"VAE file {path}: metadata {NORM_GROUPS_METADATA}={value!r} is not a whole number") from None
 
 
 def _load_single_file(path: Path, config: dict[str, Any] | None) -> AutoencoderKL:

@@ -9,7 +9,7 @@ about 3 s per 256 px frame on a 2-core CPU. What ComfyUI does load at any size i
 parameter autoencoder of the same 4-channel latent space. Our own loader (`latentsync.vae.load_vae`, the command
 line) reads the SD-VAE keys of the same file (LDM names, as the real file has them; widths read from the shapes),
 a narrow AutoencoderKL (8 channels per level, 8 norm groups: the group count, which the shapes do not give, is in
-the file's safetensors metadata as ``norm_num_groups``) that is ~7x cheaper than TAESD on the CPU. So:
+the file's safetensors metadata as ``norm_num_groups``) that is ~19x cheaper than TAESD on the CPU. So:
 
     taesd_encoder.* / taesd_decoder.* / vae_scale / vae_shift     what ComfyUI's Load VAE uses
     encoder.* / decoder.* / quant_conv.* / post_quant_conv.*        what latentsync.vae.load_vae uses

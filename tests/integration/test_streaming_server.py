@@ -4,8 +4,9 @@
   24-second one, up to a bound derived from the window size (the server's peak is reset before each prompt). The face
   is on screen in the last 4 frames only (`FACE_SECONDS`): every frame streams through the node's reading,
   detection, the window queues, the encoder and Save Video, and both videos run the model on the same frames after
-  the whole length has streamed (when everything the run holds has had its chance to grow). (The model on every window of a long video is the command line's
-  check, tests/test_streaming_memory.py; here ComfyUI's VAE, a TAESD, would cost a second per frame.)
+  the whole length has streamed (when everything the run holds has had its chance to grow). (The model on every
+  window of a long video is the command line's check, tests/test_streaming_memory.py; here ComfyUI's VAE, a TAESD,
+  would cost a second per frame.)
 - 20 prompts queued in a row, valid and bad mixed: every valid one completes with the right output, every bad one
   fails with its own node's error (at validation or while running), the server stays up, and its resident memory
   after the last prompt is within 10 % of that after the first.

@@ -1,8 +1,8 @@
 """Every API-format workflow in workflows/api/ queued over HTTP on the real server, started like `make serve` without
 the model hub (tiny model set under the official names, offline, demo media in input/); the saved video is read back
 with PyAV. The one-node video workflow is queued byte for byte as shipped (20 steps, on the test server's 1.0 s of
-demo speech: the README's curl example does it, see test_readme_http.py); the others with 0.4 s of audio and 3 steps (TEST_OVERRIDES) to save CI
-time. Plus the IMAGE path with frames that have no face."""
+demo speech: the README's curl example does it, see test_readme_http.py); the others with 0.4 s of audio and 3
+steps (TEST_OVERRIDES) to save CI time. Plus the IMAGE path with frames that have no face."""
 from __future__ import annotations
 
 from pathlib import Path
