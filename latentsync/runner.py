@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .config import VERSIONS
 from .options import LipSyncOptions, ModelOptions
-from .pipeline import WINDOW, LipSyncPipeline, LipSyncReport
+
+if TYPE_CHECKING:  # the pipeline's modules (diffusers and the models) are imported once the inputs are known good
+    from .pipeline import LipSyncPipeline, LipSyncReport
 
 Log = Callable[[str], None]
 
@@ -54,6 +58,7 @@ def build_pipeline(models: Path, version: str = "1.5", face_backend: str = "auto
     from .face.mask import load_mask
     from .hub import locate_model_set
     from .models.checkpoint import load_unet
+    from .pipeline import LipSyncPipeline
     from .precision import safe_dtype
     from .vae import VAECodec, load_vae
 
@@ -117,6 +122,7 @@ def run_lipsync(video: Path, audio: Path | None, out: Path, options: LipSyncOpti
     `pipeline`: a function giving an already built pipeline to reuse (the batch runner loads the models once per
     process; called only once the inputs have opened); default: build one from `model`. `before_commit`: called
     when the output is complete, before it takes its final name (raise to throw it away)."""
+    from .hub import locate_model_set
     from .precision import cpu_time_warning
     from .video_io import MediaError, VideoFileSource, VideoWriter, check_output, has_audio, read_audio
 
@@ -131,33 +137,44 @@ def run_lipsync(video: Path, audio: Path | None, out: Path, options: LipSyncOpti
         raise FileNotFoundError(f"report folder does not exist: {Path(report).expanduser().parent}")
 
     check_output(out, overwrite, [video] + ([audio] if audio is not None else []))
+    if pipeline is None and not model.download:  # a missing file is said now, not after the imports and the decode
+        locate_model_set(model.models, version=model.version, download=False,
+                         include_insightface=model.face_backend == "insightface")
     source = VideoFileSource(video, verify=False)  # the packets: frame count and times, a truncated file
+    stop_verify = threading.Event()
     try:
-        # The full decode that finds a damaged file runs while the models load (its own thread, always joined).
+        # The full decode that finds a damaged file runs while the models load (its own thread, always joined; on
+        # an error here it stops at the next frame, so a long video does not hold the message back).
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="latentsync-verify") as pool:
-            verified = pool.submit(source.verify)
-            if audio is None:
-                if not has_audio(video):
-                    raise MediaError(f"{video} has no audio track: give the speech with --audio FILE")
-                waveform, sample_rate = read_audio(video)
-            else:
-                waveform, sample_rate = read_audio(audio)
-            if waveform.shape[-1] == 0:
-                raise MediaError(f"the audio of {audio or video} is empty (0 samples): choose a file with sound")
-            selector = options.face_selector(source.frame_size)
-            if pipeline is None:
-                pipe, _ = build_pipeline(model.models, model.version, model.face_backend, device,
-                                         dtype=model.torch_dtype(), download=model.download, log=log,
-                                         selector=selector, loras=loras)
-            else:
-                pipe = pipeline()
-                pipe.selector = selector  # reset for this video by the pipeline's face tracker
+            verified = pool.submit(source.verify, stop_verify)
+            try:
+                if audio is None:
+                    if not has_audio(video):
+                        raise MediaError(f"{video} has no audio track: give the speech with --audio FILE")
+                    waveform, sample_rate = read_audio(video)
+                else:
+                    waveform, sample_rate = read_audio(audio)
+                if waveform.shape[-1] == 0:
+                    raise MediaError(f"the audio of {audio or video} is empty (0 samples): choose a file with sound")
+                selector = options.face_selector(source.frame_size)
+                if pipeline is None:
+                    pipe, _ = build_pipeline(model.models, model.version, model.face_backend, device,
+                                             dtype=model.torch_dtype(), download=model.download, log=log,
+                                             selector=selector, loras=loras)
+                else:
+                    pipe = pipeline()
+                    pipe.selector = selector  # reset for this video by the pipeline's face tracker
+            except BaseException:
+                stop_verify.set()
+                raise
             verified.result()
         h, w = source.frame_size
         timing = source.timing
         log(f"video: {len(source)} frames {w}x{h} at {float(timing.fps):.3f} fps"
             f"{'' if timing.constant else ' (variable frame rate: each frame keeps its time)'}; "
             f"audio: {waveform.shape[-1] / sample_rate:.2f} s, {waveform.shape[0]} channel(s) at {sample_rate} Hz")
+        from .pipeline import WINDOW, LipSyncPipeline  # loaded with the models by now
+
         plan = LipSyncPipeline.plan(timing, waveform, sample_rate, options.length_mode)
         resolution = VERSIONS[model.version]["resolution"]
         inputs = [video] + ([audio] if audio is not None else [])

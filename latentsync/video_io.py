@@ -24,6 +24,7 @@ import errno
 import io
 import os
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -242,9 +243,10 @@ class VideoFileSource:
             flags[0] = True
             self._keyframes = np.nonzero(flags)[0]
 
-    def verify(self) -> None:
+    def verify(self, stop: threading.Event | None = None) -> None:
         """Decode the whole stream once (no frame converted): a damaged or truncated file is a MediaError naming it.
-        When the decoder's frames are not the packets' (a rare codec), their times replace the packets'."""
+        When the decoder's frames are not the packets' (a rare codec), their times replace the packets'. `stop` set
+        (the run failed elsewhere meanwhile) ends the decode at the next frame, the file not verified."""
         if self.verified:
             return
         pts: list[int | None] = []
@@ -254,6 +256,8 @@ class VideoFileSource:
             stream.thread_type = "AUTO"
             try:
                 for frame in container.decode(stream):
+                    if stop is not None and stop.is_set():
+                        return
                     pts.append(frame.pts)
                     durations.append(getattr(frame, "duration", None))
             except av.error.FFmpegError as exc:

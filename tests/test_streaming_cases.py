@@ -532,6 +532,58 @@ def test_command_line_errors_exit_2_with_one_message_and_the_report(tiny_model_s
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mp4", "report.json"]
 
 
+def test_missing_models_are_reported_before_the_video_is_decoded(media, tmp_path, monkeypatch):
+    """With downloads off, a missing model file is the first thing said: no decode of the video is started (a long
+    video would hold the message back), and the command line says it before importing the models' code."""
+    clip = mf.encode(media / "early_clip.mp4", mf.clip_frames(8, (96, 96)), 15)
+    speech = mf.write_wav(media / "early_speech.wav", mf.speech(16000, 1, 8 / 15), 16000)
+    decoded = []
+    monkeypatch.setattr(VideoFileSource, "verify", lambda self, stop=None: decoded.append(self))
+    with pytest.raises(FileNotFoundError, match="latentsync_unet.pt"):
+        run_lipsync(clip, speech, tmp_path / "o.mp4", model=ModelOptions(models=tmp_path, download=False),
+                    log=lambda *_: None)
+    assert decoded == []
+    probe = ("import sys, runpy; sys.argv = ['latentsync'] + sys.argv[1:]\n"
+             "try:\n    runpy.run_module('latentsync', run_name='__main__')\n"
+             "except SystemExit as e:\n"
+             "    print(e.code, sorted(m for m in ('diffusers', 'whisper', 'kornia') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", probe, "--video", str(clip), "--audio", str(speech), "--out",
+                           str(tmp_path / "o.mp4"), "--models", str(tmp_path), "--no-download"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split("\n")[-2] == "2 []", proc.stdout + proc.stderr
+    assert proc.stderr.count("error:") == 1 and "latentsync_unet.pt" in proc.stderr
+
+
+def test_an_error_while_the_models_load_stops_the_verifying_decode(media, tmp_path, monkeypatch):
+    """The decode that checks the whole file runs beside the model loading; when the loading fails, it is told to
+    stop at its next frame, and the error comes out as raised."""
+    clip = mf.encode(media / "stop_clip.mp4", mf.clip_frames(8, (96, 96)), 15)
+    speech = mf.write_wav(media / "stop_speech.wav", mf.speech(16000, 1, 8 / 15), 16000)
+    events = []
+    verify = VideoFileSource.verify
+
+    def spy(self, stop=None):
+        events.append(stop)
+        return verify(self, stop)
+
+    def failing_models():
+        raise RuntimeError("the models could not be loaded")
+
+    monkeypatch.setattr(VideoFileSource, "verify", spy)
+    with pytest.raises(RuntimeError, match="could not be loaded"):
+        run_lipsync(clip, speech, tmp_path / "o.mp4", pipeline=failing_models, log=lambda *_: None)
+    (stop,) = events
+    assert stop is not None and stop.is_set()
+    assert list(tmp_path.iterdir()) == []
+    with VideoFileSource(clip, verify=False) as source:  # told to stop before it starts: nothing is verified
+        stopped = type(stop)()
+        stopped.set()
+        verify(source, stopped)
+        assert not source.verified
+        verify(source)
+        assert source.verified
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 6. choices that hurt
 

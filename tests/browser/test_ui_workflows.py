@@ -1,15 +1,13 @@
-"""Every UI workflow in workflows/ in the real ComfyUI frontend (Debian Chromium via tests/harness/browser_check.py):
+"""Every UI workflow in workflows/ in the real ComfyUI frontend (Debian Chromium, tests/harness/browser_check.py):
 it loads with no missing node types, the node help page opens, the prompt the page would queue is its API twin's
 (which runs over HTTP), and queued from the page it runs to completion and the pack's web extension shows the
-reports on the nodes (PAGE_RUNS). Screenshots are kept under test-artifacts/browser/."""
+reports on the nodes (PAGE_RUNS). One Chromium with the frontend loaded once serves the whole module: each test loads
+its workflow into that page, as a user loads one workflow after another. Screenshots are kept under
+test-artifacts/browser/."""
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -33,23 +31,44 @@ HELP_NODE = {  # the node whose help page is opened in each workflow
 }
 
 
-def browser_check(server, workflow: Path, shot: Path, *extra: str) -> tuple[int, dict]:
+@pytest.fixture(scope="module")
+def browser(comfy_server):
+    """The real frontend in Chromium (local requests only), loaded once for the module. While
+    ``browser.hide_vae_listing`` is true, the model folder listing the frontend asks for (/experiment/models/vae)
+    comes back empty, as on a fresh ComfyUI."""
     if not Path(CHROMIUM).exists():
         message = f"chromium not found at {CHROMIUM}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    from browser_check import BrowserSession
+
     SHOTS.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(cs.HARNESS / "browser_check.py"), "--url", server.url, "--workflow", str(workflow),
-           "--screenshot", str(shot), "--timeout", "600", "--chromium", CHROMIUM, "--viewport", "2400x1300", *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    try:
-        report = json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError(f"browser_check.py gave no report (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                             f"{proc.stderr[-3000:]}") from None
+    session = None
+
+    def hide_vae_listing(route) -> bool:
+        if session.hide_vae_listing and urlparse(route.request.url).path.endswith("/experiment/models/vae"):
+            route.fulfill(status=200, content_type="application/json", body="[]")
+            return True
+        return False
+
+    with sync_playwright() as p:
+        session = BrowserSession(p, comfy_server.url, CHROMIUM, viewport="2400x1300", timeout=600,
+                                 route_hook=hide_vae_listing)
+        session.hide_vae_listing = False
+        try:
+            yield session.open()
+        finally:
+            session.close()
+
+
+def browser_check(browser, workflow: Path, shot: Path, **options) -> tuple[int, dict]:
+    """browser_check.py's checks of one workflow, in the module's page; the report is kept beside the screenshot."""
+    rc, report = browser.check(str(workflow), str(shot), **options)
     (SHOTS / f"{shot.stem}.json").write_text(json.dumps(report, indent=1))
-    return proc.returncode, report
+    return rc, report
 
 
 def own_console_errors(report: dict) -> list[str]:
@@ -99,14 +118,12 @@ def page_prompt_is_twin(page: dict, twin: dict, object_info: dict) -> None:
 
 
 @pytest.mark.parametrize("workflow", UI_WORKFLOWS, ids=[p.stem for p in UI_WORKFLOWS])
-def test_ui_workflow_loads_shows_help_and_queues_its_api_twin(comfy_server, workflow):
-    sets = cs.ui_overrides(page_overrides())
-    args = [arg for s in sets for arg in ("--set", s)]
+def test_ui_workflow_loads_shows_help_and_queues_its_api_twin(comfy_server, browser, workflow):
     queue = workflow.stem in PAGE_RUNS
     if queue:
         cs.fresh_caches(comfy_server)  # every node runs (a loader answered from the cache would not report again)
-    rc, report = browser_check(comfy_server, workflow, SHOTS / f"{workflow.stem}.png", "--prompt",
-                               *(["--queue"] if queue else []), "--help-node", HELP_NODE[workflow.stem], *args)
+    rc, report = browser_check(browser, workflow, SHOTS / f"{workflow.stem}.png", prompt=True, queue=queue,
+                               help_node=HELP_NODE[workflow.stem], sets=cs.ui_overrides(page_overrides()))
     assert report["missing_node_types"] == [], report["missing_node_types"]
     assert not report["frontend_missing_dialog"], report["dialog_text"]
     assert all(s["changed"] >= 1 for s in report["set_widgets"] if s["name"] != "download_missing"), report["set_widgets"]
@@ -155,12 +172,12 @@ def check_page_run(comfy_server, workflow: Path, report: dict) -> None:
     assert Path(report["screenshot_after_queue"]).is_file()
 
 
-def test_frames_without_a_face_warn_in_the_ui(comfy_server, tmp_path):
+def test_frames_without_a_face_warn_in_the_ui(browser, tmp_path):
     """An API prompt loaded into the page (the frontend converts it), run from the page: the node shows the
     warning and a toast says which frames had no face."""
     prompt = tmp_path / "faceless_api.json"
     prompt.write_text(json.dumps(cs.faceless_prompt(seed=BROWSER_SEED)))
-    rc, report = browser_check(comfy_server, prompt, SHOTS / "faceless_warning.png", "--queue")
+    rc, report = browser_check(browser, prompt, SHOTS / "faceless_warning.png", queue=True)
     assert rc == 0 and report["queue_result"] == "success", report.get("queue_result")
     (node_report,) = [r for r in report["node_reports"] if r["type"] == "LatentSyncLipSyncImages"]
     assert node_report["report"]["without_face"] == 3
@@ -169,61 +186,27 @@ def test_frames_without_a_face_warn_in_the_ui(comfy_server, tmp_path):
     assert own_console_errors(report) == []
 
 
-@contextmanager
-def frontend(server, hide_vae_files: dict | None = None):
-    """The real frontend in Chromium (local requests only). While ``hide_vae_files["on"]`` is true, the model
-    folder listing the frontend asks for (/experiment/models/vae) comes back empty, as on a fresh ComfyUI."""
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"chromium not found at {CHROMIUM}") if os.environ.get("CI") else pytest.skip("no chromium")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    host = urlparse(server.url).hostname
-
-    def route(r):
-        url = r.request.url
-        if hide_vae_files and hide_vae_files["on"] and urlparse(url).path.endswith("/experiment/models/vae"):
-            return r.fulfill(status=200, content_type="application/json", body="[]")
-        if urlparse(url).hostname == host or url.startswith(("data:", "blob:")):
-            return r.continue_()
-        return r.abort()
-
-    with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="chromium-profile-") as prof:
-        ctx = p.chromium.launch_persistent_context(prof, executable_path=CHROMIUM, headless=True,
-                                                   args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-                                                   viewport={"width": 1600, "height": 1000})
-        ctx.route("**/*", route)
-        page = ctx.pages[0] if ctx.pages else ctx.new_page()
-        page.goto(server.url + "/", wait_until="domcontentloaded", timeout=120_000)
-        page.wait_for_function("() => window.app && window.app.graph && "
-                               "Object.keys(window.LiteGraph.registered_node_types || {}).length > 50", timeout=120_000)
-        page.wait_for_timeout(1000)
-        try:
-            yield page
-        finally:
-            ctx.close()
-
-
-def test_template_browser_lists_and_opens_the_pack_workflows(comfy_server):
+def test_template_browser_lists_and_opens_the_pack_workflows(browser):
     """The user's way to the examples: Templates -> Extensions -> ComfyUI-LatentSync shows every workflow in
     workflows/ with its thumbnail; clicking one loads it with every node type known."""
-    with frontend(comfy_server) as page:
-        page.evaluate("async () => { await window.app.extensionManager.command.execute('Comfy.BrowseTemplates'); }")
-        page.get_by_text(cs.PACK_NAME, exact=True).click()
-        page.wait_for_function("() => document.querySelectorAll('[data-testid^=\"template-workflow-\"] img').length >= 3"
-                               " && Array.from(document.querySelectorAll('[data-testid^=\"template-workflow-\"] img'))"
-                               ".every((i) => i.complete && i.naturalWidth > 0)", timeout=30_000)
-        cards = page.evaluate("() => Array.from(document.querySelectorAll('[data-testid^=\"template-workflow-\"]'))"
-                              ".map((c) => c.dataset.testid.replace('template-workflow-', ''))")
-        page.screenshot(path=str(SHOTS / "template_browser.png"))
-        assert sorted(cards) == sorted(p.stem for p in UI_WORKFLOWS)
-        page.click('[data-testid="template-workflow-latentsync_video"]')
-        page.wait_for_function("() => window.app.graph._nodes.some((n) => n.type === 'LatentSyncLipSyncVideo')",
-                               timeout=30_000)
-        types = page.evaluate("() => window.app.graph._nodes.map((n) => [n.type,"
-                              " !!window.LiteGraph.registered_node_types[n.type]])")
-        page.wait_for_timeout(500)
-        page.screenshot(path=str(SHOTS / "template_opened.png"))
+    browser.close_dialogs()
+    page = browser.page
+    page.evaluate("async () => { await window.app.extensionManager.command.execute('Comfy.BrowseTemplates'); }")
+    page.get_by_text(cs.PACK_NAME, exact=True).click()
+    page.wait_for_function("() => document.querySelectorAll('[data-testid^=\"template-workflow-\"] img').length >= 3"
+                           " && Array.from(document.querySelectorAll('[data-testid^=\"template-workflow-\"] img'))"
+                           ".every((i) => i.complete && i.naturalWidth > 0)", timeout=30_000)
+    cards = page.evaluate("() => Array.from(document.querySelectorAll('[data-testid^=\"template-workflow-\"]'))"
+                          ".map((c) => c.dataset.testid.replace('template-workflow-', ''))")
+    page.screenshot(path=str(SHOTS / "template_browser.png"))
+    assert sorted(cards) == sorted(p.stem for p in UI_WORKFLOWS)
+    page.click('[data-testid="template-workflow-latentsync_video"]')
+    page.wait_for_function("() => window.app.graph._nodes.some((n) => n.type === 'LatentSyncLipSyncVideo')",
+                           timeout=30_000)
+    types = page.evaluate("() => window.app.graph._nodes.map((n) => [n.type,"
+                          " !!window.LiteGraph.registered_node_types[n.type]])")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(SHOTS / "template_opened.png"))
     assert sorted(t for t, _ in types) == sorted(n["type"] for n in cs.load_json(REPO / "workflows" /
                                                                              "latentsync_video.json")["nodes"])
     assert all(known for _, known in types)
@@ -236,25 +219,22 @@ MISSING_DIALOG_JS = """() => Array.from(document.querySelectorAll('.comfy-missin
 }))"""
 
 
-def test_missing_models_dialog_offers_the_vae_download_only_when_it_is_absent(comfy_server):
+def test_missing_models_dialog_offers_the_vae_download_only_when_it_is_absent(browser):
     """Every template carries ComfyUI's model metadata on its Load VAE node: with the tiny set (all official names
     present) the frontend finds nothing missing; when the vae folder's listing is empty, as on a fresh ComfyUI, its
     Missing Models dialog offers the download from Hugging Face, and nothing else (the LatentSync loaders download
     their own files)."""
-    hide = {"on": False}
     vae_url = hub.VAE_FILE.download_url
-    with frontend(comfy_server, hide) as page:
+    page = browser.page
+    try:
         for workflow in UI_WORKFLOWS:
             data = cs.load_json(workflow)
             (vae_node,) = [n for n in data["nodes"] if n["type"] == "VAELoader"]
             assert vae_node["properties"]["models"] == [{"name": hub.VAE_NAME, "url": vae_url, "directory": "vae"}]
             for hidden in (False, True):
-                hide["on"] = hidden
-                page.keyboard.press("Escape")
-                page.evaluate("() => document.querySelectorAll('.p-dialog-close-button').forEach((b) => b.click())")
-                page.wait_for_timeout(300)
-                page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", data)
-                page.wait_for_timeout(800)
+                browser.hide_vae_listing = hidden
+                browser.close_dialogs()
+                browser.load(data, workflow.name)
                 boxes = page.evaluate(MISSING_DIALOG_JS)
                 if not hidden:
                     assert boxes == [], f"{workflow.name}: the frontend reports missing models: {boxes}"
@@ -264,3 +244,6 @@ def test_missing_models_dialog_offers_the_vae_download_only_when_it_is_absent(co
                 assert f"vae / {hub.VAE_NAME}" in boxes[0]["text"] and "latentsync" not in boxes[0]["text"]
                 download = [b for b in boxes[0]["buttons"] if b["label"].startswith("Download")]
                 assert download and download[0]["title"] == vae_url and not download[0]["disabled"], boxes
+    finally:
+        browser.hide_vae_listing = False
+        browser.close_dialogs()
