@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from .process_exit import exit_with
+
 
 def build_parser() -> argparse.ArgumentParser:
     from .options import LipSyncOptions, ModelOptions
@@ -89,4 +91,4 @@ def _log(message: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -25,6 +25,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from latentsync.claims import ClaimBoard, work_through
+from latentsync.process_exit import exit_with
 
 from .data.clips import FILESLIST_NAME
 from .prepare.process import PrepareSettings, Tools, input_key, process_input, settings_dict, worker_threads
@@ -249,4 +250,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -9,7 +9,6 @@ clips (`validation.data_dir` / `fileslist`, else `validation.holdout_fraction` o
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from latentsync.models.stable_syncnet import (
     sync_loss,
     syncnet_config,
 )
+from latentsync.process_exit import exit_with
 
 from . import runtime
 from .aux_models import models_root
@@ -201,4 +201,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

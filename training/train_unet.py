@@ -8,7 +8,6 @@ states to `<output_dir>/state/`; TensorBoard logs to `<output_dir>/logs/`.
 """
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from latentsync.models.trainable import set_trainable
 from latentsync.sampling.ddim import make_scheduler
 from latentsync.sampling.training_noise import one_step_sampling, training_noise
 from latentsync.vae import SCALING_FACTOR, VAECodec, load_vae
+from latentsync.process_exit import exit_with
 
 from . import runtime
 from .aux_models import build_stable_syncnet, build_videomae, locate_frozen_files, models_root
@@ -222,4 +222,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

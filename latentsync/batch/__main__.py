@@ -28,6 +28,8 @@ import time
 import uuid
 from pathlib import Path
 
+from ..process_exit import exit_with
+
 
 def build_parser() -> argparse.ArgumentParser:
     from ..claims import HEARTBEAT_S, MISSED_BEATS
@@ -143,4 +145,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from ..devices import DEVICES, default_device, unavailable_reason
+from ..process_exit import exit_with
 
 DEFAULT_MODELS = Path("models")
 
@@ -141,4 +142,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

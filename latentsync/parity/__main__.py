@@ -6,6 +6,8 @@ import importlib
 import sys
 from pathlib import Path
 
+from ..process_exit import exit_with
+
 KINDS = ("unet", "whisper", "audio", "affine", "scheduler", "loop", "syncnet_v2")
 KINDS += ("stable_syncnet", "wav2lip_mel", "train_math")  # training (issue 9)
 
@@ -29,4 +31,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ..hub import ModelNotFoundError, locate_model_set, locate_syncnet_v2
+from ..process_exit import exit_with
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,4 +60,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -41,6 +41,7 @@ import yaml
 from torch import nn
 
 from .. import hub
+from ..process_exit import exit_with
 
 UNET_TINY: dict[str, Any] = {
     "block_out_channels": [32, 32, 32, 32],
@@ -278,4 +279,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

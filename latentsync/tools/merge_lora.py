@@ -14,6 +14,7 @@ from pathlib import Path
 from .. import hub
 from ..models.checkpoint import CheckpointError, load_unet_state_dict, save_unet_checkpoint
 from ..models.lora import LoRAError, apply_loras, parse_lora_spec
+from ..process_exit import exit_with
 
 
 def merge_lora_checkpoint(unet: Path, loras: list[tuple[Path, float]], out: Path, overwrite: bool = False) -> Path:
@@ -56,4 +57,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())
