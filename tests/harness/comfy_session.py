@@ -344,8 +344,8 @@ README_HTTP_SECTION = "### Queue a workflow over HTTP"
 SHIPPED_VIDEO_API = REPO / "workflows" / "api" / "latentsync_video.json"
 # In the test server the demo speech (4.0 s) is cut to its first SHIPPED_SECONDS under its own name (CI time: the
 # shipped workflow runs 20 steps, and ComfyUI's VAE on the tiny set costs about a second per frame).
-SHIPPED_SECONDS = 1.0
-SHIPPED_FRAMES = 15  # 1.0 s at the clip's 15 fps: one window
+SHIPPED_SECONDS = 0.6
+SHIPPED_FRAMES = 9  # 0.6 s at the clip's 15 fps: one (padded) window
 OWN_FILES_SECONDS = 0.2  # the "user's" speech for the README's own-files example: 3 frames (CI time)
 
 
@@ -373,7 +373,7 @@ _README_RUN: ReadmeHttpRun | None = None
 def readme_http_run(server: ComfyServer) -> ReadmeHttpRun:
     """Run the README's HTTP examples once per session (memoised: the curl run is also the "shipped workflow runs
     unchanged" check of test_workflows_api.py). COMFY_URL points them at the session's server, as the README says.
-    The curl block goes first and does the work (about 100 s); the first Python block posts the same prompt and is
+    The curl block goes first and does the work (about 20 s here); the first Python block posts the same prompt and is
     answered from ComfyUI's cache; the own-files block uploads a copy of the real clip and 0.2 s of real speech."""
     global _README_RUN
     if _README_RUN is not None:

@@ -1,6 +1,6 @@
 """The README's HTTP example (curl and Python), taken from README.md and run as written against the session's
 server, which is started the way `make serve` starts it on a machine without the model hub (tiny set, offline, the
-demo media in input/, its speech cut to the first 1.0 s: comfy_session.SHIPPED_SECONDS). Only COMFY_URL is set,
+demo media in input/, its speech cut to the first 0.6 s: comfy_session.SHIPPED_SECONDS). Only COMFY_URL is set,
 as the README tells a user whose server is not on port 8188."""
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Every API-format workflow in workflows/api/ queued over HTTP on the real server, started like `make serve` without
 the model hub (tiny model set under the official names, offline, demo media in input/); the saved video is read back
-with PyAV. The one-node video workflow is queued byte for byte as shipped (20 steps, on the test server's 1.0 s of
+with PyAV. The one-node video workflow is queued byte for byte as shipped (20 steps, on the test server's 0.6 s of
 demo speech: the README's curl example does it, see test_readme_http.py); the others with 0.4 s of audio and 3
 steps (TEST_OVERRIDES) to save CI time. Plus the IMAGE path with frames that have no face."""
 from __future__ import annotations
@@ -68,7 +68,7 @@ SHIPPED = "latentsync_video"
 @pytest.mark.slow
 def test_shipped_video_workflow_runs_unchanged(comfy_server):
     """workflows/api/latentsync_video.json posted as it is (by the README's curl example): the demo clip lip-synced
-    to the demo speech (in the test server its first 1.0 s: 15 frames at 15 fps), the face analyzer's
+    to the demo speech (in the test server its first 0.6 s: 9 frames at 15 fps), the face analyzer's
     `auto` on the offline detector, and why."""
     run = cs.readme_http_run(comfy_server)
     assert run.entry, f"no history entry for the curl run: {run.curl.stdout[-2000:]}\n{run.curl.stderr[-2000:]}"

@@ -29,8 +29,9 @@ def raw_videos(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def prepared(raw_videos, training_models, tmp_path_factory) -> dict:
-    """prepare_data split across 2 processes by `accelerate launch`, without the sync filter (exercised by the
-    re-run test)."""
+    """prepare_data split across 2 processes by `accelerate launch` (as the README writes it; the training runs use
+    `accelerate-launch`, the same launcher: helpers.launcher), without the sync filter (exercised by the re-run
+    test)."""
     out = tmp_path_factory.mktemp("prepared")
     folder = raw_videos["cut"].parent
     accelerate = Path(sys.executable).with_name("accelerate")
