@@ -126,8 +126,14 @@ _FAILED: str | None = None
 def start(media_dir: Path) -> ComfyServer:
     """A server as `make serve` starts it without the model hub (tiny set, offline), plus the shared test media; the
     demo speech in its input/ is the first SHIPPED_SECONDS of the real one (the issue's "shorter inputs")."""
+    from latentsync.tools.make_tiny import make_tiny_model_set
+
     base = Path(tempfile.mkdtemp(prefix="latentsync-comfy-"))
     t0 = time.time()
+    # The files `make serve`'s `python -m latentsync.tools.make_tiny --resolution 256` writes (same function, seed 0),
+    # written in this process, which imports torch and diffusers for its own tests anyway (CI time: a process of its
+    # own spends about 9 s importing and exiting); comfy_serve.tiny_models then finds them in place.
+    make_tiny_model_set(base / "tiny-models", resolution=256, seed=0)
     models = comfy_serve.tiny_models(base / "tiny-models", log=lambda _msg: None)
     models_s = time.time() - t0
     media = [media_dir / name for name in MEDIA]
