@@ -51,7 +51,9 @@ def error_text(e: BaseException) -> str:
     return str(e.strerror if isinstance(e, OutputError) and e.strerror else e)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, own_process: bool = False) -> int:
+    """The command line; `own_process`: this process is the command's own (`python -m latentsync`), so its memory
+    allocator may be tuned for the CPU (`latentsync.cpu_allocator`), never when called from another program."""
     from .dependencies import MissingDependencyError, require_opencv
 
     try:
@@ -67,13 +69,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = LipSyncOptions.from_args(args)
         model = ModelOptions.from_args(args).replace(loras=tuple(parse_lora_spec(spec) for spec in args.lora))
-        model.resolved_device()
+        device = model.resolved_device()
     except (OptionError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    log = (lambda *a: None) if args.quiet else _log
+    if own_process and device == "cpu":
+        from .cpu_allocator import keep_freed_memory_in_heap
+
+        log(keep_freed_memory_in_heap())
     try:
         run_lipsync(video=args.video, audio=args.audio, out=args.out, options=options, model=model,
-                    log=(lambda *a: None) if args.quiet else _log, report=args.report, overwrite=args.overwrite)
+                    log=log, report=args.report, overwrite=args.overwrite)
     except user_errors() as e:
         print(f"error: {error_text(e)}", file=sys.stderr)
         return 2
@@ -91,4 +98,4 @@ def _log(message: str) -> None:
 
 
 if __name__ == "__main__":
-    exit_with(main())
+    exit_with(main(own_process=True))

@@ -63,7 +63,8 @@ def _device(model, state) -> str:
     return str(state.device)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, own_process: bool = False) -> int:
+    """The batch runner; `own_process`: see `latentsync.__main__.main`."""
     args = build_parser().parse_args(argv)
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
@@ -109,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     ordered = longest_first(jobs)
     by_key = {job.key: job for job in ordered}
     log(f"{len(jobs)} jobs ({ledger.finished()} finished earlier), run {run_id}, device {device}")
+    if own_process and device == "cpu":
+        from ..cpu_allocator import keep_freed_memory_in_heap
+
+        log(keep_freed_memory_in_heap())
     worker = BatchWorker(by_key, ledger, model, device, state.process_index, run_id,
                          retry_failed=args.retry_failed, score=args.score, overwrite=args.overwrite, log=log)
     started = time.time()
@@ -145,4 +150,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_with(main())
+    exit_with(main(own_process=True))
