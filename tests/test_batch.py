@@ -119,6 +119,7 @@ def test_two_processes_write_four_outputs_once_and_record_two_failures(story):
     assert rows["lonely"]["status"] == "failed" and rows["lonely"]["error"] == report["lonely"]["error"]
     assert {p["process"] for p in report[""]["processes"]} == {0, 1}
     assert first.stderr.count("loading U-Net") <= 2  # once per process, reused for every job it ran
+    assert first.stderr.count("memory allocator: ") == 2  # each CPU process sets its own (latentsync.cpu_allocator)
     assert _leftovers(out) == []
 
 
