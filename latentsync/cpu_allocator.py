@@ -1,17 +1,16 @@
 """Large tensors that stay in the process's heap once freed, for the command-line processes that run on the CPU.
 
-glibc's malloc serves every block of 32 MiB or more (and, after a free, many smaller ones) with a fresh `mmap` and
-returns it with `munmap`. A U-Net forward on the CPU allocates and frees such blocks thousands of times, so the kernel
+glibc's malloc serves every block above its mmap threshold (128 KiB, raised as blocks are freed, to at most 32 MiB)
+with a fresh `mmap`, returns it with `munmap`, and gives the heap's free top back beyond its trim threshold. A U-Net forward on the CPU allocates and frees such blocks thousands of times, so the kernel
 maps and zeroes the same memory again each time: measured on a 2-core machine, `python -m latentsync` on 48 frames of
-1080p with the tiny model set took 4.4 million page faults and 13-16 s of system time in a 31-36 s run. With large
+1080p with the tiny model set took 4.2-5.0 million page faults and 13-18 s of system time in a 31-39 s run. With large
 blocks taken from the heap and the freed heap kept (`mallopt(M_MMAP_MAX, 0)`, `M_TRIM_THRESHOLD` at its maximum):
-0.6 million faults, 4.3 s of system time, 27-29 s in all; the peak resident memory rises by about 6 % (what is
-freed is kept for the next window instead of given back).
+0.6-0.7 million faults, 4.3-6.3 s of system time, 26-32 s in all; the peak resident memory rises by up to 7 % (what
+is freed is kept for the next window instead of given back).
 
 Only for our own command-line processes (`python -m latentsync`, the batch runner), on Linux with glibc, when they
-run on the CPU, and never inside ComfyUI, whose process is not ours (the README shows the same setting as environment
-variables for a CPU ComfyUI). A user's own allocator settings win: with any `MALLOC_*` variable or an `LD_PRELOAD`
-(jemalloc, tcmalloc) in the environment nothing is changed.
+run on the CPU, and never inside ComfyUI, whose process is not ours. A user's own allocator settings win: with any
+`MALLOC_*` variable or an `LD_PRELOAD` (jemalloc, tcmalloc) in the environment nothing is changed.
 """
 from __future__ import annotations
 
