@@ -42,12 +42,14 @@ def _probe(**env: str) -> tuple[str, int]:
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only (elsewhere a no-op, tested below)")
 def test_a_freed_large_block_is_reused_without_new_page_faults():
-    said, faults = _probe()
-    assert said == "memory allocator: large blocks kept in the heap for reuse (glibc mallopt)"
-    assert faults < 1000, faults  # every round of the last six; 64 MiB in 4 KiB pages would be 16,384 faults
-    said, faults = _probe(MALLOC_ARENA_MAX="4")  # the user's own setting: glibc as it comes, mmap for 64 MiB
+    said, untuned = _probe(MALLOC_ARENA_MAX="4")  # the user's own setting: glibc as it comes, mmap for 64 MiB
     assert said == "memory allocator: as the environment sets it (MALLOC_ARENA_MAX)"
-    assert faults > 8000, faults
+    # every fresh 64 MiB block faults in page by page: 16,384 faults in 4 KiB pages (measured 16,385 here), at least
+    # 32 where the kernel backs it with 2 MiB transparent huge pages ("always" mode); half of that as the floor
+    assert untuned >= 16, untuned
+    said, tuned = _probe()
+    assert said == "memory allocator: large blocks kept in the heap for reuse (glibc mallopt)"
+    assert tuned <= untuned // 8, (tuned, untuned)  # every round of the last six reuses the block (measured: 0)
 
 
 def test_the_users_allocator_and_other_systems_are_left_alone(monkeypatch):
